@@ -173,7 +173,9 @@ def format_report(data: dict[str, dict[str, Any]]) -> str:
     """Render :func:`report` as a table."""
     rows = [("component", "backend", "available", "module file", "build")]
     for component, info in data.items():
-        build = ", ".join(f"{k} {v}" for k, v in info["build"].items())
+        build = ", ".join(
+            str(v) if str(v).startswith(k) else f"{k} {v}" for k, v in info["build"].items()
+        )
         rows.append(
             (component, info["backend"], " ".join(info["available"]), str(info["file"]), build)
         )
