@@ -1,0 +1,698 @@
+"""Haske's WebSocket protocol for uvicorn: ``uvicorn app:app --ws haske.server:WebSocketProtocol``.
+
+(uvicorn takes that import path from 0.36 on; with 0.30 to 0.35 pass the class itself, as
+``haske.run()`` does.)
+
+The asyncio glue around :class:`haske.connection.Connection`: it checks the upgrade with the
+handshake backend, runs the ASGI app, and moves bytes between the transport and the connection.
+
+Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
+frames, pongs) leaves in a single ``transport.write``. While the transport is over its high-water
+mark, frames wait in the connection's queue, where :meth:`WebSocketProtocol.drop_oldest` can
+still discard them, and reading stops so that a peer that does not read cannot make us buffer
+replies without bound.
+
+Per-message deflate is never negotiated: an offer is declined by leaving it out of the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import unquote
+
+from starlette.websockets import WebSocketDisconnect
+
+from haske._backends import handshake
+from haske.connection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FRAME,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PONG,
+    OP_TEXT,
+    OPEN,
+    Connection,
+)
+from haske.exceptions import ConnectionClosed, HandshakeError
+
+# Where the connection is. The close handshake itself is tracked by Connection.state.
+_HEAD = 0  # waiting for the request head
+_CONNECTING = 1  # the app decides: accept, close or an HTTP response
+_OPEN = 2  # accepted: frames flow
+_RESPONDING = 3  # an HTTP denial response is being sent
+_DONE = 4  # rejected, or the transport is gone
+
+# Why reading is paused (bit flags: reading resumes when none is left).
+_PAUSE_HANDSHAKE = 1  # bytes that arrive before the app accepts wait in the kernel
+_PAUSE_QUEUE = 2  # the app is ws_max_queue messages behind
+_PAUSE_WRITE = 4  # the peer does not read what we send
+
+_STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+_connection_ids = itertools.count(1)
+
+
+def _phrase(status: int) -> str:
+    return _STATUS_PHRASES.get(status, "")
+
+
+class WebSocketProtocol(asyncio.Protocol):
+    """An uvicorn WebSocket protocol; the instance is also ``scope["extensions"]["haske.websocket"]``.
+
+    As the scope extension it offers frame-level access and writes of pre-encoded frames:
+
+    - ``write_frame(data)`` queues pre-encoded frames, or returns False without queueing them
+      when ``buffered_amount + len(data)`` would pass ``outbound_limit``.
+    - ``drop_oldest(nbytes)`` discards queued, unwritten complete messages (never control frames).
+    - ``receive_frame()``: after the first call, data frames are delivered one by one as the
+      codec's ``Frame`` instead of reassembled ASGI messages (from the next message on). Text
+      frames are still checked as UTF-8, size limits still apply, and pings, pongs and close are
+      still handled by the protocol. It raises ``ConnectionClosed`` once the connection is closed.
+    - ``send_frame(frame)``, ``ping(payload)`` (awaits the pong, returns the round-trip time in
+      seconds) and ``pong(payload)``.
+    """
+
+    #: Seconds the peer has to answer our close frame before the transport is aborted.
+    close_timeout = 5.0
+    #: Default ``outbound_limit`` in bytes.
+    default_outbound_limit = 1024 * 1024
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger = logging.getLogger("uvicorn.error")
+        self.root_path: str = config.root_path
+        self.app_state = app_state
+        self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.default_headers: list[tuple[bytes, bytes]] = getattr(
+            server_state, "default_headers", []
+        )
+        # Settings that older uvicorn versions may not have.
+        self.max_size: int = getattr(config, "ws_max_size", DEFAULT_MAX_MESSAGE_SIZE)
+        self.max_queue: int = getattr(config, "ws_max_queue", 32) or 32
+        self.ping_interval: float | None = getattr(config, "ws_ping_interval", 20.0)
+        self.ping_timeout: float | None = getattr(config, "ws_ping_timeout", 20.0)
+
+        #: Unique among this process's connections.
+        self.connection_id = next(_connection_ids)
+        #: ``write_frame`` refuses frames past this many buffered bytes.
+        self.outbound_limit = self.default_outbound_limit
+
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.scope: dict[str, Any] = {}
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "ws"
+
+        self._state = _HEAD
+        self._head = b""
+        self._early: list[bytes] = []
+        self._accept_key = ""
+        self._conn = Connection(max_message_size=self.max_size)
+        self._response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
+
+        # ASGI messages and, in frame mode, frames waiting for the app.
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._frames: deque[Any] = deque()
+        self._frame_waiter: asyncio.Future[None] | None = None
+        self._disconnect: dict[str, Any] | None = None
+        self._resume_at = self.max_queue // 2
+
+        self._paused = 0
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+        # Pings in flight, oldest first: [payload, sent at, future or None for keepalive].
+        self._pings: list[tuple[bytes, float, asyncio.Future[float] | None]] = []
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Record the transport; uvicorn then passes the request head to ``data_received``."""
+        self.transport = cast(asyncio.Transport, transport)
+        self.connections.add(self)
+        self.server = _address(transport, "sockname")
+        self.client = cast("tuple[str, int] | None", _address(transport, "peername"))
+        self.scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
+
+    def data_received(self, data: bytes) -> None:
+        """Feed frames to the connection and hand complete messages to the app."""
+        if self._state != _OPEN:
+            self._data_before_open(data)
+            return
+        inbox = self._inbox
+        for kind, value in self._conn.receive_data(data):
+            if kind == OP_TEXT:
+                inbox.append({"type": "websocket.receive", "text": value})
+            elif kind == OP_BINARY:
+                inbox.append({"type": "websocket.receive", "bytes": value})
+            else:
+                self._event(kind, value)
+        if inbox:
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+                    # The app runs in the next loop turn; a flush queued right behind it sends
+                    # its answer in that same turn instead of one turn later.
+                    if self._flush_handle is None:
+                        self._flush_handle = self.loop.call_soon(self._flush)
+            if len(inbox) >= self.max_queue:
+                self._pause_reading(_PAUSE_QUEUE)
+        if self._conn.pending_bytes and self._flush_handle is None:  # _schedule_flush, inlined
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def eof_received(self) -> bool | None:
+        """Let the transport close; ``connection_lost`` reports it."""
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell the app (1006 unless a close frame was exchanged) and release every waiter."""
+        self.connections.discard(self)
+        previous = self._state
+        self._state = _DONE
+        conn = self._conn
+        conn.receive_eof()
+        conn.data_to_send()
+        self._stop_timers()
+        if previous != _HEAD:
+            self._deliver_disconnect(conn.close_code, conn.close_reason)
+        closed = ConnectionClosed(conn.close_code, conn.close_reason or None)
+        for _, _, future in self._pings:
+            if future is not None and not future.done():
+                future.set_exception(closed)
+        self._pings.clear()
+        self._release_drain_waiters()
+        if exc is None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        """The transport is over its high-water mark: queue frames, stop reading."""
+        self._write_paused = True
+        if self._conn.state == OPEN:
+            self._pause_reading(_PAUSE_WRITE)
+
+    def resume_writing(self) -> None:
+        """The transport drained: write what was queued and let senders go on."""
+        self._write_paused = False
+        self._flush()
+        self._release_drain_waiters()
+        self._resume_reading(_PAUSE_WRITE)
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: close with 1012 (Service Restart)."""
+        if self._state == _OPEN and self._conn.state == OPEN:
+            self._close(1012, "server shutting down")
+        elif self._state in (_HEAD, _CONNECTING):
+            self._reject(503, "Service Unavailable")
+        elif self._close_timer is None:
+            self._close_transport()
+
+    # The opening handshake
+
+    def _data_before_open(self, data: bytes) -> None:
+        if self._state == _HEAD:
+            self._request_head(data)
+        elif self._state == _CONNECTING:
+            # The peer should wait for our response; keep what it sent early for after it.
+            self._early.append(data)
+            self._pause_reading(_PAUSE_HANDSHAKE)
+
+    def _request_head(self, data: bytes) -> None:
+        self._head += data
+        try:
+            request = handshake.parse_request(self._head)
+        except HandshakeError as exc:
+            self._reject(exc.status, exc.reason)
+            return
+        if request is None:
+            return
+        self._head = b""
+        validation = handshake.validate_request(
+            request.method, request.http_version, request.headers
+        )
+        if not validation:
+            self._reject(validation.status, validation.reason)
+            return
+        self._accept_key = validation.accept
+        raw_path, _, query = request.target.partition(b"?")
+        path = unquote(raw_path.decode("latin-1"))
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": self.scheme,
+            "server": self.server,
+            "client": self.client,
+            "root_path": self.root_path,
+            "path": self.root_path + path,
+            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": query,
+            "headers": [(name.lower(), value) for name, value in request.headers],
+            "subprotocols": list(validation.subprotocols),
+            "state": self.app_state.copy(),
+            "extensions": {"websocket.http.response": {}, "haske.websocket": self},
+        }
+        self._state = _CONNECTING
+        self._inbox.append({"type": "websocket.connect"})
+        task = self.loop.create_task(self._run_asgi())
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _reject(self, status: int, reason: str) -> None:
+        # build_rejection adds Sec-WebSocket-Version to a 426 and uses the reason as the body.
+        self._respond(status, reason, list(self.default_headers), b"")
+
+    def _respond(
+        self, status: int, reason: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        self._state = _DONE
+        if not self.transport.is_closing():
+            self.transport.write(handshake.build_rejection(status, reason, headers, body))
+            self.transport.close()
+
+    # The ASGI app
+
+    async def _run_asgi(self) -> None:
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except WebSocketDisconnect:
+            # The peer went away and the app let the exception escape: a normal end.
+            result = None
+        except asyncio.CancelledError:
+            self._app_failed()
+            raise
+        except Exception:
+            self.logger.exception("Exception in ASGI application\n")
+            self._app_failed()
+            return
+        if result is not None:
+            self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self._state == _CONNECTING:
+            self.logger.error("ASGI callable returned without completing handshake.")
+            self._reject(500, "Internal Server Error")
+        elif self._state == _OPEN and self._conn.state == OPEN:
+            self._close(1000, "")
+        elif self._close_timer is None:
+            self._close_transport()
+
+    def _app_failed(self) -> None:
+        if self._state == _CONNECTING:
+            self._reject(500, "Internal Server Error")
+        elif self._state == _OPEN and self._conn.state == OPEN:
+            self._close(1011, "internal error")
+        elif self._close_timer is None:
+            self._close_transport()
+
+    async def receive(self) -> dict[str, Any]:
+        """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
+        inbox = self._inbox
+        while not inbox:
+            if self._disconnect is not None:
+                return self._disconnect
+            waiter = self._waiter
+            if waiter is None or waiter.done():
+                waiter = self._waiter = self.loop.create_future()
+            await waiter
+        message = inbox.popleft()
+        if self._paused & _PAUSE_QUEUE and len(inbox) + len(self._frames) <= self._resume_at:
+            self._resume_reading(_PAUSE_QUEUE)
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """ASGI ``send``; returns at once unless the transport is over its high-water mark."""
+        kind = message["type"]
+        if self._state == _OPEN:
+            if kind == "websocket.send":
+                text = message.get("text")
+                if text is not None:
+                    self._conn.send_text(text)
+                else:
+                    data = message.get("bytes")
+                    if data is None:
+                        raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
+                    self._conn.send_binary(data)
+                if self._flush_handle is None:  # _schedule_flush, inlined
+                    self._flush_handle = self.loop.call_soon(self._flush)
+                if self._write_paused:
+                    await self._drain()
+            elif kind == "websocket.close":
+                if self._conn.state == OPEN:
+                    self._close(message.get("code") or 1000, message.get("reason") or "")
+            else:
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}."
+                )
+        elif self._state == _CONNECTING:
+            self._send_before_accept(kind, message)
+        elif self._state == _RESPONDING:
+            self._send_response_body(kind, message)
+        else:
+            conn = self._conn
+            if kind != "websocket.close":
+                raise ConnectionClosed(conn.close_code, conn.close_reason or None)
+
+    def _send_before_accept(self, kind: str, message: dict[str, Any]) -> None:
+        if kind == "websocket.accept":
+            headers = [*self.default_headers, *_headers(message)]
+            response = handshake.build_response(
+                self._accept_key, message.get("subprotocol"), None, headers
+            )
+            self._log_response("[accepted]")
+            self._state = _OPEN
+            self.transport.write(response)
+            self._start_keepalive()
+            early = self._early
+            if early:
+                self._early = []
+                self.data_received(b"".join(early))
+            self._resume_reading(_PAUSE_HANDSHAKE)
+        elif kind == "websocket.close":
+            self._log_response("403")
+            self._deliver_disconnect(1006, "")
+            self._reject(403, "Forbidden")
+        elif kind == "websocket.http.response.start":
+            status = message["status"]
+            if not 200 <= status < 600:
+                raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
+            self._log_response(str(status))
+            self._state = _RESPONDING
+            self._response = (status, _headers(message), [])
+        else:
+            raise RuntimeError(
+                "Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                f"'websocket.http.response.start' but got {kind!r}."
+            )
+
+    def _send_response_body(self, kind: str, message: dict[str, Any]) -> None:
+        if kind != "websocket.http.response.body":
+            raise RuntimeError(
+                f"Expected ASGI message 'websocket.http.response.body' but got {kind!r}."
+            )
+        assert self._response is not None
+        status, headers, body = self._response
+        body.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            self._deliver_disconnect(1006, "")
+            self._respond(status, _phrase(status), headers, b"".join(body))
+
+    def _log_response(self, outcome: str) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+            query = self.scope["query_string"].decode("latin-1")
+            path = self.scope["path"] + (f"?{query}" if query else "")
+            self.logger.info('%s - "WebSocket %s" %s', client, path, outcome)
+
+    # Incoming events other than data messages
+
+    def _event(self, kind: int, value: Any) -> None:
+        if kind == FRAME:
+            self._frames.append(value)
+            waiter = self._frame_waiter
+            if waiter is not None:
+                self._frame_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+                    self._schedule_flush()  # as in data_received
+            if len(self._frames) + len(self._inbox) >= self.max_queue:
+                self._pause_reading(_PAUSE_QUEUE)
+        elif kind == OP_PONG:
+            self._pong_received(value)
+        elif kind == OP_CLOSE:
+            code, reason = value
+            self._stop_timers()
+            self._deliver_disconnect(code, reason)
+            # Our close frame, or the reply to theirs, is queued: the server closes TCP first.
+            self._close_transport()
+
+    def _deliver_disconnect(self, code: int, reason: str) -> None:
+        if self._disconnect is not None:
+            return
+        self._disconnect = message = {
+            "type": "websocket.disconnect",
+            "code": code,
+            "reason": reason,
+        }
+        self._inbox.append(message)
+        for name in ("_waiter", "_frame_waiter"):
+            waiter = getattr(self, name)
+            if waiter is not None:
+                setattr(self, name, None)
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # Closing
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; ``ValueError`` for a code that cannot be sent."""
+        self._conn.send_close(code, reason)
+        self._closing_started(code, reason)
+
+    def _closing_started(self, code: int, reason: str) -> None:
+        self._deliver_disconnect(code, reason)
+        self._stop_keepalive()
+        self._flush(force=True)
+        # Nothing we read can queue output any more: read until the peer's close arrives.
+        self._resume_reading(self._paused)
+        self._close_timer = self.loop.call_later(self.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._close_timer = None
+        self.transport.abort()
+
+    def _close_transport(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._flush(force=True)
+        self.transport.close()
+
+    def _stop_timers(self) -> None:
+        self._stop_keepalive()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+    # Writing
+
+    def _flush(self, force: bool = False) -> None:
+        self._flush_handle = None
+        if self._write_paused and not force:
+            return  # resume_writing flushes; until then drop_oldest can still reach the frames
+        out = self._conn.data_to_send()
+        if out and not self.transport.is_closing():
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    async def _drain(self) -> None:
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._paused and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # Keepalive and pings
+
+    def _start_keepalive(self) -> None:
+        if self.ping_interval:
+            self._ping_timer = self.loop.call_later(self.ping_interval, self._keepalive_ping)
+
+    def _stop_keepalive(self) -> None:
+        for name in ("_ping_timer", "_pong_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    def _keepalive_ping(self) -> None:
+        self._ping_timer = None
+        if self._conn.state != OPEN:
+            return
+        payload = random.getrandbits(32).to_bytes(4, "big")
+        if self.ping_timeout:
+            self._send_ping(payload, None)
+            self._pong_timer = self.loop.call_later(self.ping_timeout, self._keepalive_timeout)
+        else:
+            # Without a timeout nothing waits for the pong: do not track the ping.
+            self._conn.send_ping(payload)
+            self._schedule_flush()
+            self._start_keepalive()
+
+    def _keepalive_timeout(self) -> None:
+        self._pong_timer = None
+        if self._paused & _PAUSE_QUEUE:
+            # We stopped reading, not the peer: its pong may be waiting unread.
+            self._pong_timer = self.loop.call_later(self.ping_timeout or 0, self._keepalive_timeout)
+            return
+        conn = self._conn
+        if conn.state != OPEN:
+            return
+        self.logger.debug("WebSocket keepalive ping timeout")
+        conn.fail(1011, "keepalive ping timeout")
+        self._stop_timers()
+        self._deliver_disconnect(1011, "keepalive ping timeout")
+        self._close_transport()
+
+    def _send_ping(self, payload: bytes, future: asyncio.Future[float] | None) -> None:
+        self._conn.send_ping(payload)
+        # loop.time() may tick in milliseconds (uvloop): too coarse for a round trip.
+        self._pings.append((payload, time.perf_counter(), future))
+        self._schedule_flush()
+
+    def _pong_received(self, payload: bytes) -> None:
+        pings = self._pings
+        for index, (sent, _, _) in enumerate(pings):
+            if sent == payload:
+                break
+        else:
+            return  # unsolicited
+        now = time.perf_counter()
+        keepalive = False
+        # A pong acknowledges its ping and every ping sent before it.
+        for _, sent_at, future in pings[: index + 1]:
+            if future is None:
+                keepalive = True
+            elif not future.done():
+                future.set_result(now - sent_at)
+        del pings[: index + 1]
+        if keepalive and self._pong_timer is not None:
+            self._pong_timer.cancel()
+            self._pong_timer = None
+            self._start_keepalive()
+
+    # The scope extension
+
+    @property
+    def closed(self) -> bool:
+        """True once the closing handshake started, the transport is gone or it was rejected."""
+        return self._state == _DONE or self._conn.state != OPEN
+
+    @property
+    def buffered_amount(self) -> int:
+        """Outbound bytes not yet taken by the kernel."""
+        if self._state == _DONE:
+            return self._conn.pending_bytes
+        return self.transport.get_write_buffer_size() + self._conn.pending_bytes
+
+    def write_frame(self, data: bytes) -> bool:
+        """Queue pre-encoded frames, or return False (taking nothing) past ``outbound_limit``."""
+        if self._state != _OPEN:
+            self._check_writable()
+        conn = self._conn
+        if self.transport.get_write_buffer_size() + conn.pending_bytes + len(data) > (
+            self.outbound_limit
+        ):
+            return False
+        conn.send_encoded(data)
+        self._schedule_flush()
+        return True
+
+    def drop_oldest(self, nbytes: int) -> bool:
+        """Discard the oldest queued, unwritten complete messages; True if ``nbytes`` were freed."""
+        return self._conn.drop_oldest(nbytes)
+
+    def send_frame(self, frame: Any) -> None:
+        """Send any frame; a close frame starts the closing handshake."""
+        self._check_writable()
+        conn = self._conn
+        conn.send_frame(frame)
+        if conn.state == OPEN:
+            self._schedule_flush()
+        else:
+            assert conn.close_sent is not None
+            self._closing_started(*conn.close_sent)
+
+    async def receive_frame(self) -> Any:
+        """The next data frame; see the class docstring for frame mode."""
+        self._conn.frame_mode = True
+        frames = self._frames
+        while not frames:
+            if self._disconnect is not None:
+                raise ConnectionClosed(self._disconnect["code"], self._disconnect["reason"] or None)
+            waiter = self._frame_waiter
+            if waiter is None or waiter.done():
+                waiter = self._frame_waiter = self.loop.create_future()
+            await waiter
+        frame = frames.popleft()
+        if self._paused & _PAUSE_QUEUE and len(frames) + len(self._inbox) <= self._resume_at:
+            self._resume_reading(_PAUSE_QUEUE)
+        return frame
+
+    async def ping(self, payload: bytes = b"") -> float:
+        """Send a ping and return the round-trip time in seconds once its pong arrives."""
+        self._check_writable()
+        future: asyncio.Future[float] = self.loop.create_future()
+        self._send_ping(bytes(payload), future)
+        return await future
+
+    def pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        self._check_writable()
+        self._conn.send_pong(bytes(payload))
+        self._schedule_flush()
+
+    def _check_writable(self) -> None:
+        if self._state == _OPEN and self._conn.state == OPEN:
+            return
+        if self._state in (_HEAD, _CONNECTING):
+            raise RuntimeError("the WebSocket is not accepted yet")
+        conn = self._conn
+        raise ConnectionClosed(conn.close_code, conn.close_reason or None)
+
+
+def _headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    # ASGI allows any two-item iterables; the handshake backend takes tuples of bytes.
+    return [(bytes(name), bytes(value)) for name, value in message.get("headers") or ()]
+
+
+def _address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int | None] | None:
+    info = transport.get_extra_info(name)
+    if isinstance(info, (list, tuple)) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    if isinstance(info, str):
+        return (info, None)
+    return None
