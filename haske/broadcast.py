@@ -1,0 +1,555 @@
+"""WebSocketBroadcaster: channels, encode-once fan-out and slow-consumer policies.
+
+A broadcast never awaits a socket. Each connection has an outbound queue bounded in bytes: on
+Haske's protocol the connection's own write buffer (the frame is encoded once per broadcast and the
+same bytes are handed to every connection), on other ASGI servers an :class:`Outbox` drained by one
+sender task per connection. A connection whose queue is full is handled by the policy of the channel
+(or of the broadcaster): ``"close"`` (close with 1013 "try again later"), ``"drop_oldest"`` or
+``"drop_newest"``. Everyone else keeps getting every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+from starlette.types import Message
+
+from haske import _json
+from haske._backends import broadcast as _manager_backend
+from haske._backends import frames
+from haske.exceptions import ConnectionClosed
+from haske.websocket import WebSocket
+
+__all__ = [
+    "ChannelLimitExceeded",
+    "ChannelNotFound",
+    "Outbox",
+    "Policy",
+    "WebSocketBroadcaster",
+    "get_broadcaster",
+]
+
+logger = logging.getLogger("haske.ws")
+
+Policy = Literal["close", "drop_oldest", "drop_newest"]
+POLICIES: tuple[str, ...] = ("close", "drop_oldest", "drop_newest")
+
+#: Bytes a connection may have queued before its policy applies.
+DEFAULT_OUTBOUND_LIMIT = 1 << 20
+DEFAULT_MAX_CHANNELS = 100
+
+BroadcastMessage = str | bytes | bytearray | memoryview | dict[str, Any] | list[Any]
+Exclude = WebSocket | int | Iterable[WebSocket | int] | None
+
+#: An outbox item: the ASGI message, shared by every connection, and its size for the byte bound.
+Item = tuple[Message, int]
+
+
+class ChannelNotFound(KeyError):
+    """A broadcast named a channel that does not exist."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(channel)
+        self.channel = channel
+
+    def __str__(self) -> str:
+        return (
+            f"no channel named {self.channel!r}: create it first with "
+            f"`await broadcaster.create_channel({self.channel!r})` "
+            "(subscribe() also creates channels on demand)"
+        )
+
+
+class ChannelLimitExceeded(ValueError):
+    """A connection tried to join more channels than its broadcaster allows."""
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(
+            f"unknown slow-consumer policy {policy!r}; use one of {', '.join(POLICIES)}"
+        )
+
+
+class Outbox:
+    """The outbound queue of one connection on a standard ASGI server, bounded in bytes.
+
+    ``write`` never waits: it queues the message and returns True, or returns False when the
+    queue is over ``limit`` (a message larger than the limit is still taken when the queue is
+    empty, so big messages are not refused forever). One task per connection sends the queue in
+    order; it exists only while there is something to send.
+    """
+
+    __slots__ = (
+        "_done",
+        "_loop",
+        "_on_lost",
+        "_queue",
+        "_size",
+        "_task",
+        "_waiters",
+        "_written",
+        "_ws",
+        "limit",
+    )
+
+    def __init__(self, ws: WebSocket, limit: int, on_lost: Callable[[WebSocket], None]) -> None:
+        self.limit = limit
+        self._ws = ws
+        self._on_lost = on_lost
+        self._loop = asyncio.get_running_loop()
+        self._queue: collections.deque[Item] = collections.deque()
+        self._size = 0
+        self._task: asyncio.Task[None] | None = None
+        # Messages ever queued, and those sent or discarded: flush() waits on these.
+        self._written = 0
+        self._done = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued and not yet handed to the server."""
+        return self._size
+
+    def write(self, item: Item) -> bool:
+        if self._queue and self._size + item[1] > self.limit:
+            return False
+        self._queue.append(item)
+        self._size += item[1]
+        self._written += 1
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+        return True
+
+    def drop_oldest(self, nbytes: int) -> bool:
+        """Discard queued messages, oldest first, until ``nbytes`` are freed; True if any went."""
+        freed = dropped = 0
+        while self._queue and freed < nbytes:
+            freed += self._queue.popleft()[1]
+            dropped += 1
+        self._size -= freed
+        self._advance(dropped)
+        return dropped > 0
+
+    async def flush(self) -> None:
+        """Wait until the messages queued so far were sent (or discarded, or the peer is gone).
+
+        Messages queued meanwhile are not waited for, so a steady stream of broadcasts cannot
+        starve a direct send.
+        """
+        target = self._written
+        while self._done < target and self._task is not None:
+            if self._task is asyncio.current_task():
+                return
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def clear(self) -> None:
+        """Forget everything queued and stop sending."""
+        self._queue.clear()
+        self._size = 0
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._advance(self._written - self._done)
+
+    def _advance(self, count: int) -> None:
+        self._done += count
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _run(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                message, size = queue.popleft()
+                self._size -= size
+                await self._ws._send_message(message)
+                self._done += 1
+                if self._waiters:
+                    self._advance(0)
+        except ConnectionClosed:
+            self._lost()
+        except Exception:
+            logger.exception("sending a broadcast to %r failed", self._ws)
+            self._lost()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+                self._advance(0)
+
+    def _lost(self) -> None:
+        self._queue.clear()
+        self._size = 0
+        self._advance(self._written - self._done)
+        self._on_lost(self._ws)
+
+
+class WebSocketBroadcaster:
+    """Fan messages out to every tracked connection, or to the members of a channel.
+
+    Connections of ``@websocket_route`` handlers are tracked by the default broadcaster
+    (:func:`get_broadcaster`) from ``accept()`` until the handler ends. Others join with
+    ``add_connection(ws)`` or ``subscribe(ws, channel)``.
+
+    ``policy`` is what happens to a connection that falls more than ``outbound_limit`` bytes
+    behind (``None``: the server's own limit on Haske's protocol, 1 MiB elsewhere); a channel can
+    override it (``create_channel(name, policy=...)``). A connection may be in at most
+    ``max_channels_per_connection`` channels. ``manager`` is a ``BroadcastManager`` (by default
+    the fastest built one). A broadcaster belongs to one event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy = "close",
+        outbound_limit: int | None = None,
+        max_channels_per_connection: int = DEFAULT_MAX_CHANNELS,
+        manager: Any = None,
+    ) -> None:
+        _check_policy(policy)
+        if outbound_limit is not None and outbound_limit <= 0:
+            raise ValueError("outbound_limit must be a positive number of bytes")
+        if max_channels_per_connection < 1:
+            raise ValueError("max_channels_per_connection must be at least 1")
+        self.policy: Policy = policy
+        self.outbound_limit = outbound_limit
+        self.max_channels_per_connection = max_channels_per_connection
+        self._manager = _manager_backend.BroadcastManager() if manager is None else manager
+        self._sockets: dict[int, WebSocket] = {}
+        self._native = 0
+        self._policies: dict[str, Policy] = {}
+        self._broadcasts = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._closed = 0
+        self._failed = 0
+
+    def __repr__(self) -> str:
+        return f"<WebSocketBroadcaster connections={len(self._sockets)} policy={self.policy!r}>"
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _attach(self, ws: WebSocket) -> None:
+        if not isinstance(ws, WebSocket):
+            raise TypeError(
+                f"expected a haske WebSocket, got {type(ws).__name__}; "
+                "wrap a Starlette WebSocket with haske.ws.WebSocket(websocket)"
+            )
+        if ws.connection_id in self._sockets:
+            return
+        if not ws.accepted:
+            raise RuntimeError("accept() the WebSocket before adding it to a broadcaster")
+        if ws.closed:
+            raise ConnectionClosed(ws.close_code or 1006)
+        connection = ws._connection
+        if connection is not None:
+            if self.outbound_limit is not None:
+                connection.outbound_limit = self.outbound_limit
+            self._manager.add_connection(ws.connection_id, connection.write_frame, native=True)
+            self._native += 1
+        else:
+            outbox = ws.outbound
+            if outbox is None:
+                limit = self.outbound_limit or DEFAULT_OUTBOUND_LIMIT
+                outbox = ws.outbound = Outbox(ws, limit, self._lost)
+            self._manager.add_connection(ws.connection_id, outbox.write)
+        self._sockets[ws.connection_id] = ws
+        ws._finalizers[self] = self._detach
+
+    def _lost(self, ws: WebSocket) -> None:
+        # The peer went away while messages were queued for it: leave the broadcaster and every
+        # session now rather than when the handler notices.
+        if ws.connection_id in self._sockets:
+            self._failed += 1
+        ws._finalize()
+
+    def _detach(self, ws: WebSocket) -> bool:
+        if self._sockets.pop(ws.connection_id, None) is None:
+            return False
+        self._manager.remove_connection(ws.connection_id)
+        ws._finalizers.pop(self, None)
+        if ws.native:
+            self._native -= 1
+        return True
+
+    async def add_connection(self, ws: WebSocket, channel: str | None = None) -> None:
+        """Track an accepted connection (and subscribe it to ``channel`` when given)."""
+        self._attach(ws)
+        if channel is not None:
+            await self.subscribe(ws, channel)
+
+    async def remove_connection(self, ws: WebSocket) -> bool:
+        """Stop tracking a connection; it leaves every channel. False if it was not tracked."""
+        return self._detach(ws)
+
+    def connections(self, channel: str | None = None) -> list[WebSocket]:
+        """The tracked connections, or the members of ``channel``."""
+        return [self._sockets[i] for i in self._members(channel)]
+
+    def count(self, channel: str | None = None) -> int:
+        """How many connections are tracked, or are members of ``channel``."""
+        try:
+            return int(self._manager.count(channel))
+        except KeyError:
+            raise ChannelNotFound(channel) from None  # type: ignore[arg-type]
+
+    def __contains__(self, ws: object) -> bool:
+        return isinstance(ws, WebSocket) and self._sockets.get(ws.connection_id) is ws
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    def get_all_connections(self) -> list[WebSocket]:
+        """Every tracked connection."""
+        return self.connections()
+
+    def get_channel_connections(self, channel: str) -> list[WebSocket]:
+        """The members of ``channel``; :class:`ChannelNotFound` if it does not exist."""
+        return self.connections(channel)
+
+    def _members(self, channel: str | None) -> list[int]:
+        try:
+            return list(self._manager.members(channel))
+        except KeyError:
+            raise ChannelNotFound(channel) from None  # type: ignore[arg-type]
+
+    # -- channels -----------------------------------------------------------------------------
+
+    async def create_channel(self, name: str, *, policy: Policy | None = None) -> bool:
+        """Create a channel (False if it existed); ``policy`` overrides the broadcaster's for it."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a channel name is a non-empty str, got {name!r}")
+        if policy is not None:
+            _check_policy(policy)
+            self._policies[name] = policy
+        return bool(self._manager.create_channel(name))
+
+    async def remove_channel(self, name: str) -> bool:
+        """Delete a channel; its members stay connected. False if it did not exist."""
+        self._policies.pop(name, None)
+        return bool(self._manager.remove_channel(name))
+
+    def channels(self) -> list[str]:
+        """Every channel name, sorted."""
+        return list(self._manager.channels())
+
+    def channels_of(self, ws: WebSocket) -> list[str]:
+        """The channels a connection is in, sorted."""
+        if ws.connection_id not in self._sockets:
+            return []
+        return list(self._manager.channels_of(ws.connection_id))
+
+    async def subscribe(self, ws: WebSocket, channel: str) -> bool:
+        """Put a connection in a channel, creating the channel (and tracking the connection) if
+        needed. False if it was already a member; :class:`ChannelLimitExceeded` past the limit.
+        """
+        if not isinstance(ws, WebSocket):
+            raise TypeError(
+                f"subscribe(ws, channel) takes the WebSocket first, got {type(ws).__name__}"
+            )
+        self._attach(ws)
+        await self.create_channel(channel)
+        joined = self._manager.channels_of(ws.connection_id)
+        if channel in joined:
+            return False
+        if len(joined) >= self.max_channels_per_connection:
+            raise ChannelLimitExceeded(
+                f"{ws!r} is already in {len(joined)} channels, the limit of this broadcaster "
+                "(raise it with WebSocketBroadcaster(max_channels_per_connection=...))"
+            )
+        return bool(self._manager.join(ws.connection_id, channel))
+
+    async def unsubscribe(self, ws: WebSocket, channel: str) -> bool:
+        """Take a connection out of a channel; False if it was not a member."""
+        return self._leave(ws, channel)
+
+    def _leave(self, ws: WebSocket, channel: str) -> bool:
+        if ws.connection_id not in self._sockets:
+            return False
+        try:
+            return bool(self._manager.leave(ws.connection_id, channel))
+        except KeyError:
+            return False
+
+    add_to_channel = subscribe
+    remove_from_channel = unsubscribe
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def broadcast(
+        self, message: BroadcastMessage, channel: str | None = None, exclude: Exclude = None
+    ) -> int:
+        """Send ``message`` to every tracked connection, or to the members of ``channel``.
+
+        ``str`` goes out as a text message, bytes as a binary one, a dict or list as JSON text
+        (encoded once). ``exclude`` is a connection, a connection id, or several. Returns how
+        many connections were handed the message; it does not wait for any of them.
+        :class:`ChannelNotFound` if ``channel`` does not exist.
+        """
+        frame, item = self._encode(message)
+        try:
+            delivered, overloaded, failed = self._manager.fanout(
+                frame, channel, message=item, exclude=_exclude_ids(exclude)
+            )
+        except KeyError:
+            raise ChannelNotFound(channel) from None  # type: ignore[arg-type]
+        return self._settle(channel, frame, item, delivered, overloaded, failed)
+
+    async def send_to(self, connections: Iterable[WebSocket], message: BroadcastMessage) -> int:
+        """Send ``message`` to the given connections (tracking any not tracked yet), with the same
+        encoding, bounded queues and policy as :meth:`broadcast`; returns how many took it.
+        """
+        targets = list(connections)
+        for ws in targets:
+            self._attach(ws)
+        frame, item = self._encode(message)
+        delivered = 0
+        overloaded: list[int] = []
+        failed: list[int] = []
+        for ws in targets:
+            try:
+                taken = self._write(ws, frame, item)
+            except Exception:  # noqa: BLE001 - a writer raises whatever its broken transport raised
+                failed.append(ws.connection_id)
+                continue
+            if taken:
+                delivered += 1
+            else:
+                overloaded.append(ws.connection_id)
+        return self._settle(None, frame, item, delivered, overloaded, failed)
+
+    def _encode(self, message: BroadcastMessage) -> tuple[bytes, Item | None]:
+        """The frame for connections on Haske's protocol and the ASGI message for the others,
+        each built only when some tracked connection needs it."""
+        if isinstance(message, str):
+            opcode, text, data = frames.OP_TEXT, message, None
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            opcode, text, data = frames.OP_BINARY, None, bytes(message)
+        elif isinstance(message, (dict, list)):
+            opcode, text, data = frames.OP_TEXT, None, _json.dumps_bytes(message)
+        else:
+            raise TypeError(
+                f"cannot broadcast {type(message).__name__}: send str, bytes, a dict or a list"
+            )
+        frame = b""
+        if self._native:
+            frame = frames.encode_frame(opcode, data if data is not None else text.encode())  # type: ignore[union-attr]
+        item: Item | None = None
+        if len(self._sockets) > self._native:
+            if opcode == frames.OP_BINARY:
+                item = ({"type": "websocket.send", "bytes": data}, len(data))  # type: ignore[arg-type]
+            else:
+                if text is None:
+                    text = data.decode()  # type: ignore[union-attr]
+                item = ({"type": "websocket.send", "text": text}, len(text))
+        return frame, item
+
+    def _write(self, ws: WebSocket, frame: bytes, item: Item | None) -> bool:
+        if ws.native:
+            return ws._connection.write_frame(frame) is not False
+        return ws.outbound.write(item) is not False  # type: ignore[union-attr,arg-type]
+
+    def _settle(
+        self,
+        channel: str | None,
+        frame: bytes,
+        item: Item | None,
+        delivered: int,
+        overloaded: list[int],
+        failed: list[int],
+    ) -> int:
+        """Apply the slow-consumer policy to the overloaded, drop the failed, count."""
+        failed = list(failed)
+        if overloaded:
+            policy = (
+                self._policies.get(channel, self.policy) if channel is not None else self.policy
+            )
+            for conn_id in overloaded:
+                ws = self._sockets.get(conn_id)
+                if ws is None:
+                    continue
+                if policy == "close":
+                    self._closed += 1
+                    ws._finalize()
+                    ws._close_soon(1013, "try again later")
+                    continue
+                self._dropped += 1
+                if policy == "drop_oldest":
+                    try:
+                        if self._make_room(ws, frame, item):
+                            delivered += 1
+                    except Exception:  # noqa: BLE001 - as in fanout: the connection broke
+                        failed.append(conn_id)
+        for conn_id in failed:
+            ws = self._sockets.get(conn_id)
+            if ws is not None:
+                self._lost(ws)
+        self._broadcasts += 1
+        self._delivered += delivered
+        return delivered
+
+    def _make_room(self, ws: WebSocket, frame: bytes, item: Item | None) -> bool:
+        """Discard the oldest queued data to fit the new message; True if it then went in."""
+        if ws.native:
+            connection = ws._connection
+            size = len(frame)
+            excess = connection.buffered_amount + size - connection.outbound_limit
+            connection.drop_oldest(max(size, excess))
+        else:
+            outbox = ws.outbound
+            size = item[1]  # type: ignore[index]
+            excess = outbox.buffered + size - outbox.limit  # type: ignore[union-attr]
+            outbox.drop_oldest(max(size, excess))  # type: ignore[union-attr]
+        return self._write(ws, frame, item)
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters since creation: broadcasts, deliveries, messages dropped for slow consumers,
+        slow consumers closed, connections lost while sending; and current connections/channels.
+        """
+        return {
+            "connections": len(self._sockets),
+            "channels": len(self._manager.channels()),
+            "broadcasts": self._broadcasts,
+            "delivered": self._delivered,
+            "dropped": self._dropped,
+            "closed": self._closed,
+            "failed": self._failed,
+        }
+
+
+def _exclude_ids(exclude: Exclude) -> list[int] | None:
+    if exclude is None:
+        return None
+    items = (exclude,) if isinstance(exclude, (WebSocket, int)) else exclude
+    ids = []
+    for item in items:
+        if isinstance(item, WebSocket):
+            ids.append(item.connection_id)
+        elif isinstance(item, int):
+            ids.append(item)
+        else:
+            raise TypeError(
+                f"exclude takes WebSockets or connection ids, got {type(item).__name__}"
+            )
+    return ids
+
+
+_default: WebSocketBroadcaster | None = None
+
+
+def get_broadcaster() -> WebSocketBroadcaster:
+    """The process-wide broadcaster that ``@websocket_route`` connections are tracked by."""
+    global _default
+    if _default is None:
+        _default = WebSocketBroadcaster()
+    return _default

@@ -1,0 +1,434 @@
+"""The socket wrapper handlers receive: Starlette's WebSocket with typed, predictable closing.
+
+Every failure to talk to a closed peer is one exception, :class:`ConnectionClosed`, carrying the
+close code (never Starlette's or the server's ``RuntimeError``). On Haske's own protocol the
+wrapper also reaches the connection itself (``scope["extensions"]["haske.websocket"]``) for real
+ping/pong control frames and frame-level access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import URL, Headers, QueryParams, State
+from starlette.exceptions import WebSocketException
+from starlette.types import Message, Scope
+from starlette.websockets import WebSocket as StarletteWebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from haske import _json
+from haske.exceptions import ConnectionClosed, NotSupportedError
+
+if TYPE_CHECKING:
+    from haske._pure.frames import Frame
+    from haske.broadcast import Outbox, WebSocketBroadcaster
+
+__all__ = ["WebSocket", "websocket_endpoint"]
+
+logger = logging.getLogger("haske.ws")
+
+#: The scope extension under which Haske's protocol exposes its connection object.
+EXTENSION = "haske.websocket"
+
+HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
+
+_connection_ids = itertools.count(1)
+
+#: Tasks that must outlive the call that started them (asyncio keeps only weak references).
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _raw_headers(headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
+    """Headers as ASGI ``(name, value)`` byte pairs, names lowercased."""
+    if headers is None:
+        return []
+    if isinstance(headers, Headers):
+        return list(headers.raw)
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    raw = []
+    for pair in pairs:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"headers must be a mapping or (name, value) pairs, got an item {pair!r}"
+            ) from None
+        raw.append((_latin1(name).lower(), _latin1(value)))
+    return raw
+
+
+def _latin1(value: str | bytes) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    raise TypeError(f"header names and values must be str or bytes, got {type(value).__name__}")
+
+
+def _check_close(code: int, reason: str) -> None:
+    # 1005, 1006 and 1015 only ever report a closure; RFC 6455 §7.4.1 forbids sending them.
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise ValueError(
+            f"close code {code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999 "
+            "(1005, 1006 and 1015 are reserved for reporting a closure)"
+        )
+    if len(reason.encode()) > 123:
+        raise ValueError("a close reason is at most 123 bytes of UTF-8")
+
+
+class WebSocket:
+    """A WebSocket connection, as handed to ``@websocket_route`` and ``@app.websocket`` handlers.
+
+    Wrap a Starlette WebSocket yourself with ``WebSocket(starlette_websocket)``. Receiving after the
+    peer closed and sending after either side closed raise :class:`ConnectionClosed` (a Starlette
+    ``WebSocketDisconnect``) with the close code. ``async for message in ws`` yields ``str`` or
+    ``bytes`` until the connection closes.
+    """
+
+    __slots__ = (
+        "_broadcaster",
+        "_close_code",
+        "_close_reason",
+        "_connection",
+        "_finalizers",
+        "connection_id",
+        "outbound",
+        "websocket",
+    )
+
+    def __init__(
+        self, websocket: StarletteWebSocket, *, broadcaster: WebSocketBroadcaster | None = None
+    ) -> None:
+        self.websocket = websocket
+        #: Unique among the connections of this process.
+        self.connection_id = next(_connection_ids)
+        extensions = websocket.scope.get("extensions") or {}
+        self._connection: Any = extensions.get(EXTENSION)
+        self._broadcaster = broadcaster
+        self._close_code: int | None = None
+        self._close_reason = ""
+        #: Sync callbacks run once when the connection ends (leave the broadcaster, sessions).
+        self._finalizers: dict[object, Callable[[WebSocket], object]] = {}
+        #: Set by the broadcaster on standard ASGI servers: the queue its messages wait in.
+        self.outbound: Outbox | None = None
+
+    # -- the connection's request data --------------------------------------------------------
+
+    @property
+    def scope(self) -> Scope:
+        return self.websocket.scope
+
+    @property
+    def url(self) -> URL:
+        return self.websocket.url
+
+    @property
+    def headers(self) -> Headers:
+        return self.websocket.headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        return self.websocket.query_params
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        return self.websocket.path_params
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        return self.websocket.cookies
+
+    @property
+    def client(self) -> Any:
+        """``(host, port)`` of the peer, or None."""
+        return self.websocket.client
+
+    @property
+    def state(self) -> State:
+        return self.websocket.state
+
+    @property
+    def native(self) -> bool:
+        """True on Haske's own protocol, where ping/pong and frame access work."""
+        return self._connection is not None
+
+    @property
+    def accepted(self) -> bool:
+        return self.websocket.application_state is not WebSocketState.CONNECTING
+
+    @property
+    def closed(self) -> bool:
+        """True once either side closed, or the connection was lost."""
+        if self._close_code is not None:
+            return True
+        if self._connection is not None and self._connection.closed:
+            return True
+        return (
+            self.websocket.client_state is WebSocketState.DISCONNECTED
+            or self.websocket.application_state is WebSocketState.DISCONNECTED
+        )
+
+    @property
+    def buffered_amount(self) -> int:
+        """Outbound bytes queued and not yet sent: the connection's write buffer on Haske's
+        protocol, the broadcaster's queue for this connection elsewhere."""
+        if self._connection is not None:
+            return int(self._connection.buffered_amount)
+        return self.outbound.buffered if self.outbound is not None else 0
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (1006 when the connection was lost), else None."""
+        return self._close_code
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open" if self.accepted else "connecting"
+        return f"<WebSocket {self.connection_id} {self.url.path!r} {state}>"
+
+    # -- opening and closing ------------------------------------------------------------------
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: HeadersLike | None = None
+    ) -> None:
+        """Complete the handshake, optionally choosing a subprotocol and adding headers."""
+        if self.accepted:
+            raise RuntimeError("accept() was already called for this WebSocket")
+        await self.websocket.accept(subprotocol, _raw_headers(headers))
+        if self._broadcaster is not None:
+            self._broadcaster._attach(self)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection. Calling it again, or after the peer left, does nothing.
+
+        Messages the broadcaster queued for this connection go out first. Before ``accept()``
+        this rejects the handshake (HTTP 403).
+        """
+        _check_close(code, reason)
+        if self.outbound is not None and not self.closed:
+            await self.outbound.flush()
+        if self.closed:
+            return
+        self._close_code, self._close_reason = code, reason
+        await self._send_close(code, reason)
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        """Close without waiting: drop what is queued, send the close frame in the background."""
+        if self.closed:
+            return
+        self._close_code, self._close_reason = code, reason
+        if self.outbound is not None:
+            self.outbound.clear()
+        if self._connection is not None:
+            self._connection.drop_oldest(self._connection.buffered_amount)
+        task = asyncio.get_running_loop().create_task(self._send_close(code, reason))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state is WebSocketState.DISCONNECTED:
+            return
+        try:
+            await self.websocket.close(code, reason)
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            # The peer is already gone: the connection is closed either way.
+            pass
+
+    def _finalize(self) -> None:
+        """Leave the broadcaster and every session; runs once when the handler ends."""
+        while self._finalizers:
+            _, finalizer = self._finalizers.popitem()
+            try:
+                finalizer(self)
+            except Exception:
+                logger.exception("error while cleaning up %r", self)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self._close_code or 1006, self._close_reason)
+
+    async def receive(self) -> Message:
+        """The next ``websocket.receive`` ASGI message; :class:`ConnectionClosed` at the end."""
+        if self._close_code is not None:
+            raise self._closed_error()
+        if not self.accepted:
+            raise RuntimeError("call accept() before receiving")
+        try:
+            message = await self.websocket.receive()
+        except RuntimeError:
+            if self.closed:
+                raise self._closed_error() from None
+            raise
+        if message["type"] == "websocket.disconnect":
+            if self._close_code is None:
+                self._close_code = message.get("code", 1005)
+                self._close_reason = message.get("reason") or ""
+            raise self._closed_error()
+        return message
+
+    async def receive_data(self) -> str | bytes:
+        """The next message: ``str`` for a text message, ``bytes`` for a binary one."""
+        message = await self.receive()
+        text = message.get("text")
+        if text is not None:
+            return text  # type: ignore[no-any-return]
+        return message.get("bytes") or b""
+
+    async def receive_text(self) -> str:
+        """The next message, which must be a text message."""
+        data = await self.receive_data()
+        if not isinstance(data, str):
+            raise TypeError(
+                f"receive_text() got a binary message ({len(data)} bytes); "
+                "use receive_bytes() or receive_data()"
+            )
+        return data
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be a binary message."""
+        data = await self.receive_data()
+        if not isinstance(data, bytes):
+            raise TypeError(
+                f"receive_bytes() got a text message ({len(data)} characters); "
+                "use receive_text() or receive_data()"
+            )
+        return data
+
+    async def receive_json(self) -> Any:
+        """The next message (text, or UTF-8 bytes) decoded as JSON; ``ValueError`` if invalid."""
+        return _json.loads(await self.receive_data())
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self.receive_data()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_message(self, message: Message) -> None:
+        """Send an ASGI message, turning every "the peer is gone" failure into ConnectionClosed."""
+        if self._close_code is not None:
+            raise self._closed_error()
+        if not self.accepted:
+            raise RuntimeError("call accept() before sending")
+        try:
+            await self.websocket.send(message)
+        except WebSocketDisconnect as exc:
+            if self._close_code is None:
+                self._close_code, self._close_reason = exc.code, exc.reason or ""
+            raise self._closed_error() from None
+        except (OSError, RuntimeError):
+            # Servers differ in what they raise after the connection went away.
+            if self._close_code is None:
+                self._close_code = 1006
+            raise self._closed_error() from None
+
+    async def _send_in_order(self, message: Message) -> None:
+        # A direct send must not overtake broadcasts already queued for this connection.
+        if self.outbound is not None:
+            await self.outbound.flush()
+        await self._send_message(message)
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message."""
+        if not isinstance(data, str):
+            raise TypeError(f"send_text() takes a str, got {type(data).__name__}")
+        await self._send_in_order({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_bytes() takes bytes, got {type(data).__name__}")
+        await self._send_in_order({"type": "websocket.send", "bytes": bytes(data)})
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        """Send ``data`` as compact JSON, in a text message (or a binary one with mode="binary")."""
+        if mode == "text":
+            await self._send_in_order({"type": "websocket.send", "text": _json.dumps(data)})
+        elif mode == "binary":
+            await self._send_in_order({"type": "websocket.send", "bytes": _json.dumps_bytes(data)})
+        else:
+            raise ValueError(f'mode must be "text" or "binary", got {mode!r}')
+
+    async def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Send ``str`` as a text message, bytes as a binary one."""
+        if isinstance(data, str):
+            await self.send_text(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            await self.send_bytes(data)
+        else:
+            raise TypeError(
+                f"send() takes str or bytes, got {type(data).__name__}; use send_json() for objects"
+            )
+
+    # -- Haske's protocol only ----------------------------------------------------------------
+
+    def _native_connection(self, feature: str) -> Any:
+        if self._connection is None:
+            raise NotSupportedError(
+                f"ws.{feature}() needs Haske's WebSocket protocol: run the app with "
+                "haske.run(app) or uvicorn --ws haske.server:WebSocketProtocol "
+                "(an ASGI application cannot send control frames through other servers)"
+            )
+        if self._close_code is not None:
+            raise self._closed_error()
+        return self._connection
+
+    async def ping(self, payload: bytes = b"") -> float:
+        """Send a ping control frame; return the round-trip time in seconds once the pong arrives."""
+        return float(await self._native_connection("ping").ping(payload))
+
+    async def pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited pong control frame (a one-way heartbeat)."""
+        self._native_connection("pong").pong(payload)
+
+    async def receive_frame(self) -> Frame:
+        """The next frame as received, control frames included."""
+        return await self._native_connection("receive_frame").receive_frame()  # type: ignore[no-any-return]
+
+    async def send_frame(self, frame: Frame) -> None:
+        """Send one frame as given (a ``Frame`` from ``haske._backends.frames``)."""
+        self._native_connection("send_frame").send_frame(frame)
+
+
+Handler = Callable[[WebSocket], Awaitable[None]]
+
+
+def websocket_endpoint(
+    handler: Handler, *, broadcaster: WebSocketBroadcaster | None = None
+) -> Callable[[StarletteWebSocket], Awaitable[None]]:
+    """Turn ``handler(ws)`` into a Starlette WebSocket endpoint.
+
+    The handler gets a :class:`WebSocket`, tracked by ``broadcaster`` once accepted. Its end is
+    always clean: a :class:`ConnectionClosed` or ``WebSocketDisconnect`` escaping it is a normal
+    end, a Starlette ``WebSocketException`` closes with its code, any other exception is logged
+    (logger ``haske.ws``) and closes with 1011. The socket then leaves the broadcaster and every
+    session, and is closed if it is still open.
+    """
+
+    @functools.wraps(handler)
+    async def endpoint(websocket: StarletteWebSocket) -> None:
+        ws = WebSocket(websocket, broadcaster=broadcaster)
+        try:
+            await handler(ws)
+        except WebSocketDisconnect:
+            pass
+        except WebSocketException as exc:
+            await ws.close(exc.code, exc.reason or "")
+        except Exception:
+            logger.exception("WebSocket handler %s failed on %s", handler.__qualname__, ws.url.path)
+            await ws.close(1011, "internal error")
+        finally:
+            ws._finalize()
+            await ws.close()
+
+    return endpoint

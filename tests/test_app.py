@@ -1,0 +1,234 @@
+"""The Haske application: HTTP and WebSocket routes on one Starlette app, the shared
+``@websocket_route`` routes, middleware and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import websockets
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import NoMatchFound, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketTestSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
+
+from haske.app import Haske
+from haske.broadcast import WebSocketBroadcaster
+from haske.ws import WebSocket, default_routes, websocket_route
+
+TIMEOUT = 5.0
+
+
+def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
+    """The next message the app sent, failing instead of hanging."""
+
+    async def get() -> Message:
+        with anyio.fail_after(timeout):
+            return await session._send_rx.receive()
+
+    return session.portal.call(get)
+
+
+app_before = Haske()
+
+
+@websocket_route("/app-tests/shared/{item_id:int}", name="shared")
+async def shared_socket(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.send_json({"item": ws.path_params["item_id"], "type": type(ws).__name__})
+
+
+def test_haske_is_a_starlette_app_with_http_and_websocket_routes() -> None:
+    app = Haske()
+    assert isinstance(app, Starlette)
+
+    @app.route("/hello", methods=["GET", "POST"])
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse(f"hello {request.method}")
+
+    @app.websocket("/echo/{room}")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        async for message in ws:
+            await ws.send(f"{ws.path_params['room']}: {message}")
+
+    assert hello.__name__ == "hello" and echo.__name__ == "echo"
+    with TestClient(app) as client:
+        assert client.get("/hello").text == "hello GET"
+        assert client.post("/hello").text == "hello POST"
+        assert client.put("/hello").status_code == 405
+        with client.websocket_connect("/echo/lobby") as session:
+            session.send_text("hi")
+            assert receive(session)["text"] == "lobby: hi"
+
+
+def test_shared_routes_work_in_apps_created_before_and_after_the_decorator() -> None:
+    app_after = Haske()
+    for app in (app_before, app_after):
+        with (
+            TestClient(app) as client,
+            client.websocket_connect("/app-tests/shared/42") as session,
+        ):
+            assert receive(session)["text"] == '{"item":42,"type":"WebSocket"}'
+    assert app_after.url_path_for("shared", item_id=7) == "/app-tests/shared/7"
+
+
+def test_a_route_decorated_after_the_app_exists_is_served() -> None:
+    app = Haske()
+
+    @websocket_route("/app-tests/late")
+    async def late(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("late but here")
+
+    with TestClient(app) as client, client.websocket_connect("/app-tests/late") as session:
+        assert receive(session)["text"] == "late but here"
+
+
+def test_the_decorator_returns_a_route_for_plain_starlette_apps() -> None:
+    assert isinstance(shared_socket, WebSocketRoute)
+    assert shared_socket.name == "shared"
+    assert shared_socket in default_routes.routes
+    for app in (Starlette(routes=[shared_socket]), Starlette(routes=[default_routes])):
+        with (
+            TestClient(app) as client,
+            client.websocket_connect("/app-tests/shared/1") as session,
+        ):
+            assert receive(session)["text"] == '{"item":1,"type":"WebSocket"}'
+    with pytest.raises(NoMatchFound):
+        Haske().url_path_for("no-such-route")
+
+
+def test_registering_a_path_again_replaces_the_earlier_route() -> None:
+    @websocket_route("/app-tests/replaced")
+    async def first(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("first")
+
+    @websocket_route("/app-tests/replaced")
+    async def second(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("second")
+
+    assert [r.path for r in default_routes.routes].count("/app-tests/replaced") == 1
+    with (
+        TestClient(Haske()) as client,
+        client.websocket_connect("/app-tests/replaced") as session,
+    ):
+        assert receive(session)["text"] == "second"
+
+
+def test_the_apps_own_route_wins_over_a_shared_one_on_the_same_path() -> None:
+    app = Haske()
+
+    @app.websocket("/app-tests/shared/{item_id:int}")
+    async def own(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("the app's own")
+
+    with TestClient(app) as client, client.websocket_connect("/app-tests/shared/3") as session:
+        assert receive(session)["text"] == "the app's own"
+
+
+def test_middleware_and_lifespan_apply_to_http_and_websocket_routes() -> None:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Haske) -> AsyncIterator[dict[str, Any]]:
+        events.append("startup")
+        yield {"greeting": "hello from lifespan"}
+        events.append("shutdown")
+
+    class TagWebSockets:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket":
+                scope.setdefault("state", {})["tag"] = "tagged"
+            await self.app(scope, receive, send)
+
+    class AddHeader(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: Any) -> Response:
+            response = await call_next(request)
+            response.headers["x-haske"] = "1"
+            return response
+
+    app = Haske(middleware=[Middleware(TagWebSockets)], lifespan=lifespan)
+    app.add_middleware(AddHeader)
+
+    @app.route("/state")
+    async def state(request: Request) -> Response:
+        return JSONResponse({"greeting": request.state.greeting})
+
+    @app.websocket("/state-ws")
+    async def state_ws(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_json({"greeting": ws.state.greeting, "tag": ws.state.tag})
+
+    with TestClient(app) as client:
+        assert events == ["startup"]
+        response = client.get("/state")
+        assert response.json() == {"greeting": "hello from lifespan"}
+        assert response.headers["x-haske"] == "1"
+        with client.websocket_connect("/state-ws") as session:
+            assert receive(session)["text"] == '{"greeting":"hello from lifespan","tag":"tagged"}'
+    assert events == ["startup", "shutdown"]
+
+
+def test_an_unknown_websocket_path_is_refused() -> None:
+    with (
+        TestClient(Haske()) as client,
+        pytest.raises(WebSocketDisconnect),
+        client.websocket_connect("/app-tests/nowhere"),
+    ):
+        pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+async def test_app_routes_are_tracked_by_their_broadcaster_on_real_servers(
+    serve: Any, ws_impl: str
+) -> None:
+    broadcaster = WebSocketBroadcaster()
+    joined: queue.Queue[int] = queue.Queue()
+    app = Haske()
+
+    @app.websocket("/tracked/{name}", broadcaster=broadcaster)
+    async def tracked(ws: WebSocket) -> None:
+        await ws.accept()
+        joined.put(ws.connection_id)
+        async for message in ws:
+            await broadcaster.broadcast(f"{ws.path_params['name']}: {message}")
+
+    @app.route("/count")
+    async def count(request: Request) -> Response:
+        return JSONResponse({"connections": len(broadcaster)})
+
+    server = serve(app, ws=ws_impl)
+    async with (
+        websockets.connect(server.url + "/tracked/ada") as ada,
+        websockets.connect(server.url + "/tracked/bob") as bob,
+    ):
+        for _ in range(2):
+            await asyncio.to_thread(joined.get, timeout=TIMEOUT)
+        await ada.send("hi all")
+        for client in (ada, bob):
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "ada: hi all"
+    async with httpx.AsyncClient() as http:
+        for _ in range(500):
+            connections = (await http.get(server.http_url + "/count")).json()["connections"]
+            if connections == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert connections == 0
