@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -418,6 +419,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short timings (under a minute)")
     parser.add_argument("--sizes", help="comma-separated payload sizes in bytes (default: all)")
     parser.add_argument("--only", help="comma-separated libraries to run (default: all)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     duration, repeats = (0.05, 3) if args.quick else (0.3, 5)
     sizes = {f"{int(s)} B": int(s) for s in args.sizes.split(",")} if args.sizes else SIZES
@@ -443,6 +445,9 @@ def main() -> None:
         for label, size in sizes.items()
     }
     print_table("Encode server frames, written to a transport", encode_rates, list(sizes))
+    if args.json:
+        figures = {"sizes": sizes, "decode": decode_rates, "encode": encode_rates}
+        args.json.write_text(json.dumps({"unit": "frames/s", **figures}, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="seconds per cell and round")
     parser.add_argument("--cpu", type=int, default=0, help="CPU to pin client and servers to")
     parser.add_argument("--servers", nargs="*", choices=KINDS, default=KINDS)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 7)
     seconds = args.seconds or (0.3 if args.quick else 0.5)
@@ -137,6 +139,9 @@ def main() -> None:
                 measured = haske[label] / results[kind][label]
                 verdict = "met" if measured >= target else "NOT met"
                 print(f"  haske / {kind} at {label}: {measured:.2f} (target {target}) {verdict}")
+    if args.json:
+        figures = {"unit": "round trips/s", "rounds": rounds, "seconds": seconds, "cpu": args.cpu}
+        args.json.write_text(json.dumps({**figures, "sizes": SIZES, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

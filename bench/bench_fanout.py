@@ -613,8 +613,11 @@ def main() -> None:
     print(
         f"Haske backends: {', '.join(f'{c} {_backends.chosen(c)}' for c in _backends.IMPLEMENTATIONS)}"
     )
-    figures: dict[str, Any] = {"unit": "deliveries/s", "message_bytes": MESSAGE_SIZE}
-    figures["burst"] = BURST
+    figures: dict[str, Any] = {
+        "unit": "deliveries/s",
+        "message_bytes": MESSAGE_SIZE,
+        "burst": BURST,
+    }
     if options.no_fanout:
         pass
     elif options.quick:

@@ -15,6 +15,7 @@ which filters out brief noise from other processes but not a loaded machine.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import deque
@@ -59,13 +60,15 @@ def best_rate(manager: Any, members: int, count: int, runs: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     work, runs = (200_000, 3) if args.quick else (2_000_000, 5)
 
     backends = _backends.available("broadcast")
     print(f"{'backend':<8} {'members':>8} {'fan-outs/s':>11} {'deliveries/s':>14}  rust/this")
+    results: dict[int, dict[str, float]] = {}
     for members in MEMBER_COUNTS:
-        rates = {}
+        rates = results[members] = {}
         for backend in backends:
             manager, queues = build(_backends.load("broadcast", backend), members)
             rates[backend] = best_rate(manager, members, max(1, work // members), runs)
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{backend:<8} {members:>8,} {rate:>11,.1f} {rate * members:>14,.0f}  {ratio}")
     if "rust" not in backends:
         print("haske._rust is not built: no ratios")
+    if args.json:
+        figures = {"unit": "fan-outs/s", "frame_bytes": len(FRAME), "results": results}
+        args.json.write_text(json.dumps(figures, indent=1))
     return 0
 
 
