@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from haske.broadcast import WebSocketBroadcaster, get_broadcaster
+from haske.security import AuthHook, OriginPolicy
 from haske.websocket import Handler, websocket_endpoint
 from haske.ws import default_routes
 
@@ -23,6 +24,10 @@ class Haske(Starlette):
     It takes every Starlette argument (``routes``, ``middleware``, ``lifespan``,
     ``exception_handlers``, ``debug``...) and also serves every ``@websocket_route`` handler, as
     registered at request time, after its own routes.
+
+    ``allowed_origins`` and ``auth`` are the defaults of every Haske WebSocket route it serves
+    that sets none of its own: the origins accepted besides the app's own site (``["*"]``: any;
+    see :mod:`haske.security`), and an async ``auth(ws)`` hook run before ``accept()``.
 
     ```python
     app = Haske()
@@ -39,8 +44,16 @@ class Haske(Starlette):
     ```
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        allowed_origins: Sequence[str] | None = None,
+        auth: AuthHook | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.origin_policy = OriginPolicy(allowed_origins or ())
+        self.auth = auth
         self.router.routes.append(default_routes)
 
     def _add(self, route: BaseRoute) -> None:
@@ -78,12 +91,22 @@ class Haske(Starlette):
         name: str | None = None,
         *,
         broadcaster: WebSocketBroadcaster | None = None,
+        allowed_origins: Sequence[str] | None = None,
+        auth: AuthHook | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a WebSocket handler; it receives a :class:`haske.ws.WebSocket`, tracked by
-        ``broadcaster`` (the default one unless given) once accepted."""
+        ``broadcaster`` (the default one unless given) once accepted. ``allowed_origins`` and
+        ``auth`` replace the app's for this route."""
 
         def decorator(handler: Handler) -> Handler:
-            self.add_websocket_handler(path, handler, name=name, broadcaster=broadcaster)
+            self.add_websocket_handler(
+                path,
+                handler,
+                name=name,
+                broadcaster=broadcaster,
+                allowed_origins=allowed_origins,
+                auth=auth,
+            )
             return handler
 
         return decorator
@@ -95,8 +118,12 @@ class Haske(Starlette):
         name: str | None = None,
         *,
         broadcaster: WebSocketBroadcaster | None = None,
+        allowed_origins: Sequence[str] | None = None,
+        auth: AuthHook | None = None,
     ) -> None:
         """Register a WebSocket handler without the decorator."""
         tracker = get_broadcaster() if broadcaster is None else broadcaster
-        endpoint = websocket_endpoint(handler, broadcaster=tracker)
+        endpoint = websocket_endpoint(
+            handler, broadcaster=tracker, allowed_origins=allowed_origins, auth=auth
+        )
         self._add(WebSocketRoute(path, endpoint, name=name))

@@ -23,7 +23,7 @@ import codecs
 from types import ModuleType
 from typing import Any
 
-from haske import _backends
+from haske import _backends, limits
 from haske.exceptions import ConnectionClosed, ProtocolError
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
@@ -34,7 +34,7 @@ FRAME = 16
 OPEN, CLOSING, CLOSED = 1, 2, 3
 
 #: Like uvicorn's ``ws_max_size``.
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = limits.MAX_MESSAGE_SIZE
 
 #: Payloads from this size on go out as a separate header and the payload object itself.
 LARGE_PAYLOAD = 16 * 1024
@@ -353,7 +353,11 @@ class Connection:
             raise ValueError("RSV bits need a negotiated extension; Haske negotiates none")
         opcode = frame.opcode
         if opcode == OP_CLOSE:
-            code, reason = parse_close(frame.payload)
+            try:
+                code, reason = parse_close(frame.payload)
+            except ProtocolError as exc:
+                # The payload is the application's, so this is a usage error, not the peer's.
+                raise ValueError(f"invalid close frame: {exc.reason}") from None
             if code == NO_STATUS:
                 raise ValueError("close frames sent by Haske always carry a code")
             self.send_close(code, reason)
@@ -369,7 +373,9 @@ class Connection:
         """Queue pre-encoded whole frames, e.g. a broadcast frame encoded once for many peers."""
         if self.state != OPEN:
             raise self._closed_error()
-        self._queue(data)
+        # _queue, inlined: a broadcast calls this once per member.
+        self._out.append(data)
+        self._out_size += len(data)
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection: send a close frame with ``code`` (unless one was sent) and stop."""

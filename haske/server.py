@@ -13,6 +13,9 @@ still discard them, and reading stops so that a peer that does not read cannot m
 replies without bound.
 
 Per-message deflate is never negotiated: an offer is declined by leaving it out of the response.
+
+:class:`HttpProtocol` is uvicorn's HTTP protocol with a handshake timeout; ``haske.run()`` uses
+both (``uvicorn app:app --http haske.server:HttpProtocol --ws haske.server:WebSocketProtocol``).
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import itertools
 import logging
 import random
 import time
+import weakref
 from collections import deque
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
 
+import h11
 from starlette.websockets import WebSocketDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornH11Protocol
 
+from haske import limits
 from haske._backends import handshake
 from haske.connection import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     FRAME,
     OP_BINARY,
     OP_CLOSE,
@@ -58,9 +64,62 @@ _STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 _connection_ids = itertools.count(1)
 
+#: Open WebSocket connections per uvicorn server (its ``server_state``), for ``max_connections``.
+_open_connections: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
 
 def _phrase(status: int) -> str:
     return _STATUS_PHRASES.get(status, "")
+
+
+class _Flusher:
+    """Writes out, once per event-loop turn, every connection of one loop that queued frames.
+
+    One callback per turn for the whole process instead of one per connection: a fan-out to N
+    connections would otherwise allocate N handles per message, and the garbage collector would
+    keep walking them. It holds no reference to its loop, so that it goes with it.
+    """
+
+    __slots__ = ("dirty", "handle")
+
+    def __init__(self) -> None:
+        self.dirty: list[WebSocketProtocol] = []
+        self.handle: asyncio.Handle | None = None
+
+    def add(self, protocol: WebSocketProtocol) -> None:
+        self.dirty.append(protocol)
+        if self.handle is None:
+            self.handle = protocol.loop.call_soon(self.run)
+
+    def move_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue the flush behind the callbacks scheduled so far (an app task just woken up),
+        so that what they send leaves in the same turn rather than one turn later."""
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.handle = None
+        dirty, self.dirty = self.dirty, []
+        for protocol in dirty:
+            try:
+                protocol._flush()
+            except Exception as exc:  # noqa: BLE001 - one broken transport must not stall the rest
+                protocol.loop.call_exception_handler(
+                    {"message": "WebSocket flush failed", "exception": exc, "protocol": protocol}
+                )
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher()
+    return flusher
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -77,12 +136,25 @@ class WebSocketProtocol(asyncio.Protocol):
       still handled by the protocol. It raises ``ConnectionClosed`` once the connection is closed.
     - ``send_frame(frame)``, ``ping(payload)`` (awaits the pong, returns the round-trip time in
       seconds) and ``pong(payload)``.
+
+    The settings below are read once per connection. uvicorn has no flag for them: override them
+    in a subclass (``--ws mymodule:MyProtocol``), with the ``HASKE_*`` environment variables
+    (see :mod:`haske.limits`) or with the keyword arguments of ``haske.run()``.
     """
 
+    #: Largest incoming frame in bytes (``HASKE_WS_MAX_FRAME_SIZE``); None: ``ws_max_size``. A
+    #: bigger frame closes the connection with 1009 as soon as its header arrives.
+    max_frame_size: int | None = limits.MAX_FRAME_SIZE
+    #: Seconds without a data message either way before closing with 1001 "idle"
+    #: (``HASKE_WS_IDLE_TIMEOUT``); pings and pongs do not count. None: never.
+    idle_timeout: float | None = limits.IDLE_TIMEOUT
+    #: Open WebSocket connections this server takes (``HASKE_MAX_CONNECTIONS``); past it, the
+    #: handshake is answered with HTTP 503 before the app runs. None: no limit.
+    max_connections: int | None = limits.MAX_CONNECTIONS
     #: Seconds the peer has to answer our close frame before the transport is aborted.
-    close_timeout = 5.0
+    close_timeout = limits.CLOSE_TIMEOUT
     #: Default ``outbound_limit`` in bytes.
-    default_outbound_limit = 1024 * 1024
+    default_outbound_limit = limits.OUTBOUND_LIMIT
 
     def __init__(
         self,
@@ -99,16 +171,17 @@ class WebSocketProtocol(asyncio.Protocol):
         self.logger = logging.getLogger("uvicorn.error")
         self.root_path: str = config.root_path
         self.app_state = app_state
+        self.server_state = server_state
         self.connections: set[Any] = server_state.connections
         self.tasks: set[asyncio.Task[None]] = server_state.tasks
         self.default_headers: list[tuple[bytes, bytes]] = getattr(
             server_state, "default_headers", []
         )
         # Settings that older uvicorn versions may not have.
-        self.max_size: int = getattr(config, "ws_max_size", DEFAULT_MAX_MESSAGE_SIZE)
-        self.max_queue: int = getattr(config, "ws_max_queue", 32) or 32
-        self.ping_interval: float | None = getattr(config, "ws_ping_interval", 20.0)
-        self.ping_timeout: float | None = getattr(config, "ws_ping_timeout", 20.0)
+        self.max_size: int = getattr(config, "ws_max_size", limits.MAX_MESSAGE_SIZE)
+        self.max_queue: int = getattr(config, "ws_max_queue", limits.MAX_QUEUE) or limits.MAX_QUEUE
+        self.ping_interval: float | None = getattr(config, "ws_ping_interval", limits.PING_INTERVAL)
+        self.ping_timeout: float | None = getattr(config, "ws_ping_timeout", limits.PING_TIMEOUT)
 
         #: Unique among this process's connections.
         self.connection_id = next(_connection_ids)
@@ -125,7 +198,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self._head = b""
         self._early: list[bytes] = []
         self._accept_key = ""
-        self._conn = Connection(max_message_size=self.max_size)
+        self._conn = Connection(max_message_size=self.max_size, max_frame_size=self.max_frame_size)
+        self._counted = False
         self._response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
 
         # ASGI messages and, in frame mode, frames waiting for the app.
@@ -139,13 +213,19 @@ class WebSocketProtocol(asyncio.Protocol):
         self._paused = 0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._flush_handle: asyncio.Handle | None = None
+        self._flusher = _flusher(self.loop)
+        self._dirty = False  # queued in self._flusher for this turn's flush
         self._close_timer: asyncio.TimerHandle | None = None
 
         # Pings in flight, oldest first: [payload, sent at, future or None for keepalive].
         self._pings: list[tuple[bytes, float, asyncio.Future[float] | None]] = []
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
+
+        # Idle timeout: set on every data message either way, cleared by each check.
+        self._active = False
+        self._quiet_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -171,6 +251,7 @@ class WebSocketProtocol(asyncio.Protocol):
             else:
                 self._event(kind, value)
         if inbox:
+            self._active = True
             waiter = self._waiter
             if waiter is not None:
                 self._waiter = None
@@ -178,12 +259,12 @@ class WebSocketProtocol(asyncio.Protocol):
                     waiter.set_result(None)
                     # The app runs in the next loop turn; a flush queued right behind it sends
                     # its answer in that same turn instead of one turn later.
-                    if self._flush_handle is None:
-                        self._flush_handle = self.loop.call_soon(self._flush)
+                    self._flusher.move_back(self.loop)
             if len(inbox) >= self.max_queue:
                 self._pause_reading(_PAUSE_QUEUE)
-        if self._conn.pending_bytes and self._flush_handle is None:  # _schedule_flush, inlined
-            self._flush_handle = self.loop.call_soon(self._flush)
+        if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
+            self._dirty = True
+            self._flusher.add(self)
 
     def eof_received(self) -> bool | None:
         """Let the transport close; ``connection_lost`` reports it."""
@@ -192,6 +273,9 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the app (1006 unless a close frame was exchanged) and release every waiter."""
         self.connections.discard(self)
+        if self._counted:
+            self._counted = False
+            _open_connections[self.server_state] -= 1
         previous = self._state
         self._state = _DONE
         conn = self._conn
@@ -257,6 +341,17 @@ class WebSocketProtocol(asyncio.Protocol):
         if not validation:
             self._reject(validation.status, validation.reason)
             return
+        if self.max_connections is not None:
+            count = _open_connections.get(self.server_state, 0)
+            if count >= self.max_connections:
+                self.logger.warning(
+                    "WebSocket connection limit (%d) reached: refused with 503",
+                    self.max_connections,
+                )
+                self._reject(503, "too many connections")
+                return
+            _open_connections[self.server_state] = count + 1
+            self._counted = True
         self._accept_key = validation.accept
         raw_path, _, query = request.target.partition(b"?")
         path = unquote(raw_path.decode("latin-1"))
@@ -347,6 +442,7 @@ class WebSocketProtocol(asyncio.Protocol):
         kind = message["type"]
         if self._state == _OPEN:
             if kind == "websocket.send":
+                self._active = True
                 text = message.get("text")
                 if text is not None:
                     self._conn.send_text(text)
@@ -355,8 +451,9 @@ class WebSocketProtocol(asyncio.Protocol):
                     if data is None:
                         raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
                     self._conn.send_binary(data)
-                if self._flush_handle is None:  # _schedule_flush, inlined
-                    self._flush_handle = self.loop.call_soon(self._flush)
+                if not self._dirty:  # _schedule_flush, inlined
+                    self._dirty = True
+                    self._flusher.add(self)
                 if self._write_paused:
                     await self._drain()
             elif kind == "websocket.close":
@@ -385,6 +482,9 @@ class WebSocketProtocol(asyncio.Protocol):
             self._state = _OPEN
             self.transport.write(response)
             self._start_keepalive()
+            if self.idle_timeout:
+                self._quiet_since = self.loop.time()
+                self._idle_timer = self.loop.call_later(self.idle_timeout / 4, self._idle_check)
             early = self._early
             if early:
                 self._early = []
@@ -430,13 +530,14 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _event(self, kind: int, value: Any) -> None:
         if kind == FRAME:
+            self._active = True
             self._frames.append(value)
             waiter = self._frame_waiter
             if waiter is not None:
                 self._frame_waiter = None
                 if not waiter.done():
                     waiter.set_result(None)
-                    self._schedule_flush()  # as in data_received
+                    self._flusher.move_back(self.loop)  # as in data_received
             if len(self._frames) + len(self._inbox) >= self.max_queue:
                 self._pause_reading(_PAUSE_QUEUE)
         elif kind == OP_PONG:
@@ -499,19 +600,23 @@ class WebSocketProtocol(asyncio.Protocol):
     # Writing
 
     def _flush(self, force: bool = False) -> None:
-        self._flush_handle = None
+        self._dirty = False
         if self._write_paused and not force:
             return  # resume_writing flushes; until then drop_oldest can still reach the frames
         out = self._conn.data_to_send()
-        if out and not self.transport.is_closing():
+        if out:
+            transport = self.transport
+            if transport.is_closing():
+                return
             if len(out) == 1:
-                self.transport.write(out[0])
+                transport.write(out[0])
             else:
-                self.transport.writelines(out)
+                transport.writelines(out)
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._flush)
+        if not self._dirty:
+            self._dirty = True
+            self._flusher.add(self)
 
     async def _drain(self) -> None:
         waiter = self.loop.create_future()
@@ -542,7 +647,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._ping_timer = self.loop.call_later(self.ping_interval, self._keepalive_ping)
 
     def _stop_keepalive(self) -> None:
-        for name in ("_ping_timer", "_pong_timer"):
+        for name in ("_ping_timer", "_pong_timer", "_idle_timer"):
             timer = getattr(self, name)
             if timer is not None:
                 timer.cancel()
@@ -576,6 +681,22 @@ class WebSocketProtocol(asyncio.Protocol):
         self._stop_timers()
         self._deliver_disconnect(1011, "keepalive ping timeout")
         self._close_transport()
+
+    def _idle_check(self) -> None:
+        # Checked four times per idle_timeout, so a connection goes after 1 to 1.25 times it.
+        self._idle_timer = None
+        timeout = self.idle_timeout or 0.0
+        if self._conn.state != OPEN:
+            return
+        now = self.loop.time()
+        if self._active or self._inbox:
+            self._active = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= timeout:
+            self.logger.debug("WebSocket idle timeout")
+            self._close(1001, "idle")
+            return
+        self._idle_timer = self.loop.call_later(timeout / 4, self._idle_check)
 
     def _send_ping(self, payload: bytes, future: asyncio.Future[float] | None) -> None:
         self._conn.send_ping(payload)
@@ -627,8 +748,11 @@ class WebSocketProtocol(asyncio.Protocol):
             self.outbound_limit
         ):
             return False
+        self._active = True
         conn.send_encoded(data)
-        self._schedule_flush()
+        if not self._dirty:  # _schedule_flush, inlined: this runs once per member per broadcast
+            self._dirty = True
+            self._flusher.add(self)
         return True
 
     def drop_oldest(self, nbytes: int) -> bool:
@@ -682,6 +806,85 @@ class WebSocketProtocol(asyncio.Protocol):
             raise RuntimeError("the WebSocket is not accepted yet")
         conn = self._conn
         raise ConnectionClosed(conn.close_code, conn.close_reason or None)
+
+
+class _HandshakeTimeout(asyncio.Protocol):
+    """Close a connection whose HTTP request head is not complete ``handshake_timeout`` seconds
+    after the connection (or, on a kept-alive connection, the request's first byte).
+
+    uvicorn's HTTP protocols wait for a request head forever, so idle or trickling clients
+    (slowloris) could hold connections open without limit. The timer stops when the head is
+    complete, before the app runs or the connection is upgraded to a WebSocket.
+    """
+
+    #: Seconds (``HASKE_HANDSHAKE_TIMEOUT``); None: wait forever, as uvicorn does.
+    handshake_timeout: float | None = limits.HANDSHAKE_TIMEOUT
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    logger: logging.Logger
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None and self.handshake_timeout:
+            self._head_timer = self.loop.call_later(self.handshake_timeout, self._head_timeout)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        # After an upgrade the transport belongs to the WebSocket protocol.
+        if transport.get_protocol() is self and not transport.is_closing():
+            self.logger.debug("HTTP request head not complete in time: connection closed")
+            transport.close()
+
+
+class H11Protocol(_HandshakeTimeout, _UvicornH11Protocol):
+    """uvicorn's h11 HTTP protocol with a handshake timeout."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # IDLE: the next request's head has not been parsed yet (it may be partly buffered).
+        if self.conn.their_state is h11.IDLE:
+            if self.conn.trailing_data[0]:
+                self._start_head_timer()
+        else:
+            self._stop_head_timer()
+
+
+HttpProtocol: type[_HandshakeTimeout]
+"""uvicorn's HTTP protocol (httptools when installed, else h11) with a handshake timeout."""
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornHttpTools
+except ImportError:  # httptools is not installed
+    HttpProtocol = H11Protocol
+else:
+
+    class HttpToolsProtocol(_HandshakeTimeout, _UvicornHttpTools):
+        """uvicorn's httptools HTTP protocol with a handshake timeout."""
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._start_head_timer()
+
+        def on_headers_complete(self) -> None:
+            self._stop_head_timer()
+            super().on_headers_complete()
+
+    HttpProtocol = HttpToolsProtocol
 
 
 def _headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:

@@ -12,17 +12,19 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import URL, Headers, QueryParams, State
 from starlette.exceptions import WebSocketException
+from starlette.responses import PlainTextResponse
 from starlette.types import Message, Scope
 from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from haske import _json
 from haske.exceptions import ConnectionClosed, NotSupportedError
+from haske.security import SAME_ORIGIN, AuthHook, Deny, OriginPolicy
 
 if TYPE_CHECKING:
     from haske._pure.frames import Frame
@@ -98,6 +100,7 @@ class WebSocket:
         "_finalizers",
         "connection_id",
         "outbound",
+        "user",
         "websocket",
     )
 
@@ -116,6 +119,9 @@ class WebSocket:
         self._finalizers: dict[object, Callable[[WebSocket], object]] = {}
         #: Set by the broadcaster on standard ASGI servers: the queue its messages wait in.
         self.outbound: Outbox | None = None
+        #: What the route's ``auth`` hook returned; without a hook, the ``scope["user"]`` set by
+        #: Starlette's ``AuthenticationMiddleware``, if any.
+        self.user: Any = websocket.scope.get("user")
 
     # -- the connection's request data --------------------------------------------------------
 
@@ -211,10 +217,11 @@ class WebSocket:
         _check_close(code, reason)
         if self.outbound is not None and not self.closed:
             await self.outbound.flush()
-        if self.closed:
-            return
-        self._close_code, self._close_reason = code, reason
-        await self._send_close(code, reason)
+        if not self.closed:
+            self._close_code, self._close_reason = code, reason
+            await self._send_close(code, reason)
+        if self.outbound is not None:
+            self.outbound.clear()
 
     def _close_soon(self, code: int, reason: str) -> None:
         """Close without waiting: drop what is queued, send the close frame in the background."""
@@ -404,9 +411,17 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 
 
 def websocket_endpoint(
-    handler: Handler, *, broadcaster: WebSocketBroadcaster | None = None
+    handler: Handler,
+    *,
+    broadcaster: WebSocketBroadcaster | None = None,
+    allowed_origins: Sequence[str] | None = None,
+    auth: AuthHook | None = None,
 ) -> Callable[[StarletteWebSocket], Awaitable[None]]:
     """Turn ``handler(ws)`` into a Starlette WebSocket endpoint.
+
+    Before the handler runs, the request must pass the origin check (``allowed_origins``, else
+    the app's, else same-origin only: see :mod:`haske.security`) and the ``auth`` hook (else the
+    app's), or the handshake is refused with an HTTP status and the handler never runs.
 
     The handler gets a :class:`WebSocket`, tracked by ``broadcaster`` once accepted. Its end is
     always clean: a :class:`ConnectionClosed` or ``WebSocketDisconnect`` escaping it is a normal
@@ -414,10 +429,13 @@ def websocket_endpoint(
     (logger ``haske.ws``) and closes with 1011. The socket then leaves the broadcaster and every
     session, and is closed if it is still open.
     """
+    policy = None if allowed_origins is None else OriginPolicy(allowed_origins)
 
     @functools.wraps(handler)
     async def endpoint(websocket: StarletteWebSocket) -> None:
         ws = WebSocket(websocket, broadcaster=broadcaster)
+        if not await _admit(ws, policy, auth):
+            return
         try:
             await handler(ws)
         except WebSocketDisconnect:
@@ -432,3 +450,42 @@ def websocket_endpoint(
             await ws.close()
 
     return endpoint
+
+
+async def _admit(ws: WebSocket, policy: OriginPolicy | None, auth: AuthHook | None) -> bool:
+    """Run the origin check and the auth hook; refuse the handshake and return False on failure."""
+    # Settings a route leaves out come from the app serving it (a Haske app has both).
+    app = ws.scope.get("app")
+    if policy is None:
+        policy = getattr(app, "origin_policy", None) or SAME_ORIGIN
+    if not policy.allows(ws.scope):
+        await _deny(ws, Deny(403, "origin not allowed"))
+        return False
+    if auth is None:
+        auth = getattr(app, "auth", None)
+    if auth is not None:
+        try:
+            ws.user = await auth(ws)
+        except Deny as denial:
+            await _deny(ws, denial)
+            return False
+        except Exception:
+            logger.exception("WebSocket auth hook %r failed on %s", auth, ws.url.path)
+            await _deny(ws, Deny(500, "internal error"))
+            return False
+    return True
+
+
+async def _deny(ws: WebSocket, denial: Deny) -> None:
+    """Answer the handshake with the denial's status, or 403 where the server cannot."""
+    websocket = ws.websocket
+    try:
+        if "websocket.http.response" in (ws.scope.get("extensions") or {}):
+            response = PlainTextResponse(denial.reason, status_code=denial.status)
+            response.raw_headers += _raw_headers(denial.headers)
+            await websocket.send_denial_response(response)
+        else:
+            await websocket.close(1008)
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        # The client left before hearing the answer: refused either way.
+        pass

@@ -490,3 +490,14 @@ def test_drop_oldest_keeps_fragments(conn: Connection, frames: ModuleType) -> No
     """A fragment of an unfinished message is never dropped: the stream would break."""
     conn.send_frame(frames.Frame(OP_TEXT, b"part", fin=False))
     assert not conn.drop_oldest(1)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"XX", b"\x03", b"\x03\xe8\xff"], ids=["bad-code", "one-byte", "bad-utf8"]
+)
+def test_send_frame_with_a_bad_close_payload_is_a_usage_error(
+    conn: Connection, frames: ModuleType, payload: bytes
+) -> None:
+    """§7.4: the application's own malformed close frame is a ValueError, not the peer's fault."""
+    with pytest.raises(ValueError, match="invalid close frame"):
+        conn.send_frame(frames.Frame(frames.OP_CLOSE, payload))
