@@ -6,19 +6,25 @@ same bytes are handed to every connection), on other ASGI servers an :class:`Out
 sender task per connection. A connection whose queue is full is handled by the policy of the channel
 (or of the broadcaster): ``"close"`` (close with 1013 "try again later"), ``"drop_oldest"`` or
 ``"drop_newest"``. Everyone else keeps getting every message.
+
+With a Redis backend (``WebSocketBroadcaster("redis://...")``, or ``HASKE_BROADCAST_URL`` for the
+default broadcaster) each broadcast is also published once for the other processes, which deliver
+it to their own members the same way (see :mod:`haske.redis`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from starlette.types import Message
 
-from haske import _json
+from haske import _json, limits
 from haske._backends import broadcast as _manager_backend
 from haske._backends import frames
 from haske.exceptions import ConnectionClosed
@@ -38,19 +44,19 @@ logger = logging.getLogger("haske.ws")
 Policy = Literal["close", "drop_oldest", "drop_newest"]
 POLICIES: tuple[str, ...] = ("close", "drop_oldest", "drop_newest")
 
-#: Bytes a connection may have queued before its policy applies.
-DEFAULT_OUTBOUND_LIMIT = 1 << 20
-DEFAULT_MAX_CHANNELS = 100
 
 BroadcastMessage = str | bytes | bytearray | memoryview | dict[str, Any] | list[Any]
-Exclude = WebSocket | int | Iterable[WebSocket | int] | None
+#: A connection of this process, its id, or ``(process id, connection id)`` from :meth:`address`.
+Excluded = WebSocket | int | tuple[str, int]
+Exclude = Excluded | Iterable[Excluded] | None
 
 #: An outbox item: the ASGI message, shared by every connection, and its size for the byte bound.
 Item = tuple[Message, int]
 
 
 class ChannelNotFound(KeyError):
-    """A broadcast named a channel that does not exist."""
+    """A broadcast named a channel that does not exist (or no longer does: a channel that
+    ``subscribe()`` created goes away with its last member)."""
 
     def __init__(self, channel: str) -> None:
         super().__init__(channel)
@@ -81,11 +87,13 @@ class Outbox:
     ``write`` never waits: it queues the message and returns True, or returns False when the
     queue is over ``limit`` (a message larger than the limit is still taken when the queue is
     empty, so big messages are not refused forever). One task per connection sends the queue in
-    order; it exists only while there is something to send.
+    order. It starts with the first message and then waits for the next ones, because starting
+    a task per broadcast would cost more than the send; ``clear()`` (on close) ends it.
     """
 
     __slots__ = (
         "_done",
+        "_idle",
         "_loop",
         "_on_lost",
         "_queue",
@@ -105,6 +113,7 @@ class Outbox:
         self._queue: collections.deque[Item] = collections.deque()
         self._size = 0
         self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # the sender waits on it when all is sent
         # Messages ever queued, and those sent or discarded: flush() waits on these.
         self._written = 0
         self._done = 0
@@ -121,7 +130,12 @@ class Outbox:
         self._queue.append(item)
         self._size += item[1]
         self._written += 1
-        if self._task is None:
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+        elif self._task is None:
             self._task = self._loop.create_task(self._run())
         return True
 
@@ -150,9 +164,10 @@ class Outbox:
             await waiter
 
     def clear(self) -> None:
-        """Forget everything queued and stop sending."""
+        """Forget everything queued and stop the sender task."""
         self._queue.clear()
         self._size = 0
+        self._idle = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -168,13 +183,16 @@ class Outbox:
     async def _run(self) -> None:
         queue = self._queue
         try:
-            while queue:
-                message, size = queue.popleft()
-                self._size -= size
-                await self._ws._send_message(message)
-                self._done += 1
-                if self._waiters:
-                    self._advance(0)
+            while True:
+                while queue:
+                    message, size = queue.popleft()
+                    self._size -= size
+                    await self._ws._send_message(message)
+                    self._done += 1
+                    if self._waiters:
+                        self._advance(0)
+                self._idle = self._loop.create_future()
+                await self._idle
         except ConnectionClosed:
             self._lost()
         except Exception:
@@ -188,6 +206,7 @@ class Outbox:
     def _lost(self) -> None:
         self._queue.clear()
         self._size = 0
+        self._idle = None
         self._advance(self._written - self._done)
         self._on_lost(self._ws)
 
@@ -204,14 +223,20 @@ class WebSocketBroadcaster:
     override it (``create_channel(name, policy=...)``). A connection may be in at most
     ``max_channels_per_connection`` channels. ``manager`` is a ``BroadcastManager`` (by default
     the fastest built one). A broadcaster belongs to one event loop.
+
+    ``url`` (``"redis://..."``) or ``backend`` (a :class:`haske.redis.RedisBackend`) spreads
+    broadcasts over every process that uses the same one; without either, the broadcaster serves
+    this process alone.
     """
 
     def __init__(
         self,
+        url: str | None = None,
         *,
+        backend: Any = None,
         policy: Policy = "close",
         outbound_limit: int | None = None,
-        max_channels_per_connection: int = DEFAULT_MAX_CHANNELS,
+        max_channels_per_connection: int = limits.MAX_CHANNELS_PER_CONNECTION,
         manager: Any = None,
     ) -> None:
         _check_policy(policy)
@@ -226,11 +251,19 @@ class WebSocketBroadcaster:
         self._sockets: dict[int, WebSocket] = {}
         self._native = 0
         self._policies: dict[str, Policy] = {}
+        # Channels that subscribe() created: removed again when their last member leaves, so
+        # per-document or per-room names cannot pile up. create_channel() makes one permanent.
+        self._on_demand: set[str] = set()
         self._broadcasts = 0
         self._delivered = 0
         self._dropped = 0
         self._closed = 0
         self._failed = 0
+        if url is not None and backend is not None:
+            raise ValueError("give a broadcaster a url or a backend, not both")
+        self.backend = _backend_for(url) if backend is None else backend
+        if self.backend is not None:
+            self.backend.listen(self.backend.channel_key(None), functools.partial(self._receive, None))
 
     def __repr__(self) -> str:
         return f"<WebSocketBroadcaster connections={len(self._sockets)} policy={self.policy!r}>"
@@ -258,11 +291,13 @@ class WebSocketBroadcaster:
         else:
             outbox = ws.outbound
             if outbox is None:
-                limit = self.outbound_limit or DEFAULT_OUTBOUND_LIMIT
+                limit = self.outbound_limit or limits.OUTBOUND_LIMIT
                 outbox = ws.outbound = Outbox(ws, limit, self._lost)
             self._manager.add_connection(ws.connection_id, outbox.write)
         self._sockets[ws.connection_id] = ws
         ws._finalizers[self] = self._detach
+        if self.backend is not None:
+            self.backend.start()
 
     def _lost(self, ws: WebSocket) -> None:
         # The peer went away while messages were queued for it: leave the broadcaster and every
@@ -274,11 +309,22 @@ class WebSocketBroadcaster:
     def _detach(self, ws: WebSocket) -> bool:
         if self._sockets.pop(ws.connection_id, None) is None:
             return False
+        joined = self._manager.channels_of(ws.connection_id) if self._on_demand else ()
         self._manager.remove_connection(ws.connection_id)
+        for channel in joined:
+            self._prune(channel)
         ws._finalizers.pop(self, None)
         if ws.native:
             self._native -= 1
         return True
+
+    def _prune(self, channel: str) -> None:
+        if channel in self._on_demand and not self._manager.count(channel):
+            self._on_demand.discard(channel)
+            self._policies.pop(channel, None)
+            self._manager.remove_channel(channel)
+            if self.backend is not None:
+                self.backend.unlisten(self.backend.channel_key(channel))
 
     async def add_connection(self, ws: WebSocket, channel: str | None = None) -> None:
         """Track an accepted connection (and subscribe it to ``channel`` when given)."""
@@ -324,18 +370,37 @@ class WebSocketBroadcaster:
     # -- channels -----------------------------------------------------------------------------
 
     async def create_channel(self, name: str, *, policy: Policy | None = None) -> bool:
-        """Create a channel (False if it existed); ``policy`` overrides the broadcaster's for it."""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a channel name is a non-empty str, got {name!r}")
+        """Create a channel that lasts until :meth:`remove_channel` (False if it existed);
+        ``policy`` overrides the broadcaster's for it."""
         if policy is not None:
             _check_policy(policy)
+        created = self._create(name)
+        self._on_demand.discard(name)
+        if policy is not None:
             self._policies[name] = policy
+        if created:
+            await self._listen(name)
+        return created
+
+    def _create(self, name: str) -> bool:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a channel name is a non-empty str, got {name!r}")
         return bool(self._manager.create_channel(name))
+
+    async def _listen(self, name: str) -> None:
+        # Other processes' broadcasts on the channel reach this one once Redis confirms.
+        if self.backend is not None:
+            key = self.backend.channel_key(name)
+            await self.backend.subscribe(key, functools.partial(self._receive, name))
 
     async def remove_channel(self, name: str) -> bool:
         """Delete a channel; its members stay connected. False if it did not exist."""
         self._policies.pop(name, None)
-        return bool(self._manager.remove_channel(name))
+        self._on_demand.discard(name)
+        removed = bool(self._manager.remove_channel(name))
+        if removed and self.backend is not None:
+            self.backend.unlisten(self.backend.channel_key(name))
+        return removed
 
     def channels(self) -> list[str]:
         """Every channel name, sorted."""
@@ -348,15 +413,17 @@ class WebSocketBroadcaster:
         return list(self._manager.channels_of(ws.connection_id))
 
     async def subscribe(self, ws: WebSocket, channel: str) -> bool:
-        """Put a connection in a channel, creating the channel (and tracking the connection) if
-        needed. False if it was already a member; :class:`ChannelLimitExceeded` past the limit.
+        """Put a connection in a channel, tracking the connection if needed.
+
+        A channel that does not exist is created on demand, and removed again when its last
+        member leaves. False if the connection was already a member;
+        :class:`ChannelLimitExceeded` past ``max_channels_per_connection``.
         """
         if not isinstance(ws, WebSocket):
             raise TypeError(
                 f"subscribe(ws, channel) takes the WebSocket first, got {type(ws).__name__}"
             )
         self._attach(ws)
-        await self.create_channel(channel)
         joined = self._manager.channels_of(ws.connection_id)
         if channel in joined:
             return False
@@ -365,7 +432,13 @@ class WebSocketBroadcaster:
                 f"{ws!r} is already in {len(joined)} channels, the limit of this broadcaster "
                 "(raise it with WebSocketBroadcaster(max_channels_per_connection=...))"
             )
-        return bool(self._manager.join(ws.connection_id, channel))
+        created = self._create(channel)
+        if created:
+            self._on_demand.add(channel)
+        joined = bool(self._manager.join(ws.connection_id, channel))
+        if created:
+            await self._listen(channel)
+        return joined
 
     async def unsubscribe(self, ws: WebSocket, channel: str) -> bool:
         """Take a connection out of a channel; False if it was not a member."""
@@ -375,9 +448,11 @@ class WebSocketBroadcaster:
         if ws.connection_id not in self._sockets:
             return False
         try:
-            return bool(self._manager.leave(ws.connection_id, channel))
+            left = bool(self._manager.leave(ws.connection_id, channel))
         except KeyError:
             return False
+        self._prune(channel)
+        return left
 
     add_to_channel = subscribe
     remove_from_channel = unsubscribe
@@ -393,15 +468,35 @@ class WebSocketBroadcaster:
         (encoded once). ``exclude`` is a connection, a connection id, or several. Returns how
         many connections were handed the message; it does not wait for any of them.
         :class:`ChannelNotFound` if ``channel`` does not exist.
+
+        With a backend, the message is also published once for the other processes, which
+        deliver it to their own connections (``exclude`` names theirs with :meth:`address`).
+        The count is still this process's deliveries, and a channel with no member here is not
+        an error. ``MessageTooLarge`` (nothing sent) above the backend's ``max_message_size``.
         """
-        frame, item = self._encode(message)
+        opcode, text, data = _split(message)
+        local, remote = _exclusions(exclude, self.backend)
+        backend = self.backend
+        if backend is not None:
+            if data is None:
+                data = text.encode()  # type: ignore[union-attr]
+            backend.check_size(len(data))
+        frame, item = self._encode(opcode, text, data)
         try:
             delivered, overloaded, failed = self._manager.fanout(
-                frame, channel, message=item, exclude=_exclude_ids(exclude)
+                frame, channel, message=item, exclude=local
             )
         except KeyError:
-            raise ChannelNotFound(channel) from None  # type: ignore[arg-type]
-        return self._settle(channel, frame, item, delivered, overloaded, failed)
+            if backend is None:
+                raise ChannelNotFound(channel) from None  # type: ignore[arg-type]
+            delivered, overloaded, failed = 0, [], []
+        delivered = self._settle(channel, frame, item, delivered, overloaded, failed)
+        if backend is not None:
+            envelope = backend.pack(opcode, data, {"x": remote} if remote else None)
+            published = backend.publish(backend.channel_key(channel), envelope)
+            if published is not None:
+                await published
+        return delivered
 
     async def send_to(self, connections: Iterable[WebSocket], message: BroadcastMessage) -> int:
         """Send ``message`` to the given connections (tracking any not tracked yet), with the same
@@ -410,7 +505,10 @@ class WebSocketBroadcaster:
         targets = list(connections)
         for ws in targets:
             self._attach(ws)
-        frame, item = self._encode(message)
+        frame, item = self._encode(*_split(message))
+        return self._send_all(targets, frame, item)
+
+    def _send_all(self, targets: list[WebSocket], frame: bytes, item: Item | None) -> int:
         delivered = 0
         overloaded: list[int] = []
         failed: list[int] = []
@@ -426,19 +524,9 @@ class WebSocketBroadcaster:
                 overloaded.append(ws.connection_id)
         return self._settle(None, frame, item, delivered, overloaded, failed)
 
-    def _encode(self, message: BroadcastMessage) -> tuple[bytes, Item | None]:
+    def _encode(self, opcode: int, text: str | None, data: bytes | None) -> tuple[bytes, Item | None]:
         """The frame for connections on Haske's protocol and the ASGI message for the others,
         each built only when some tracked connection needs it."""
-        if isinstance(message, str):
-            opcode, text, data = frames.OP_TEXT, message, None
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            opcode, text, data = frames.OP_BINARY, None, bytes(message)
-        elif isinstance(message, (dict, list)):
-            opcode, text, data = frames.OP_TEXT, None, _json.dumps_bytes(message)
-        else:
-            raise TypeError(
-                f"cannot broadcast {type(message).__name__}: send str, bytes, a dict or a list"
-            )
         frame = b""
         if self._native:
             frame = frames.encode_frame(opcode, data if data is not None else text.encode())  # type: ignore[union-attr]
@@ -451,6 +539,57 @@ class WebSocketBroadcaster:
                     text = data.decode()  # type: ignore[union-attr]
                 item = ({"type": "websocket.send", "text": text}, len(text))
         return frame, item
+
+    # -- other processes ----------------------------------------------------------------------
+
+    def _receive(self, channel: str | None, opcode: int, options: Any, payload: bytes) -> None:
+        """Deliver a broadcast another process published on ``channel`` to the members here."""
+        try:
+            if not self._manager.count(channel):
+                return
+        except KeyError:  # the channel went away here meanwhile
+            return
+        exclude = None
+        if options and "x" in options:
+            me = self.backend.node  # type: ignore[union-attr]
+            exclude = [conn_id for node, conn_id in options["x"] if node == me]
+        frame, item = self._encode(opcode, None, payload)
+        delivered, overloaded, failed = self._manager.fanout(
+            frame, channel, message=item, exclude=exclude
+        )
+        self._settle(channel, frame, item, delivered, overloaded, failed)
+
+    def _receive_for(self, targets: list[WebSocket], opcode: int, payload: bytes) -> int:
+        """Deliver a message another process published to these connections of this one."""
+        frame, item = self._encode(opcode, None, payload)
+        return self._send_all(targets, frame, item)
+
+    def _publish(self, key: bytes, message: BroadcastMessage, options: Any = None) -> Any:
+        """Publish ``message`` on the backend's ``key`` for the other processes; returns what
+        ``backend.publish`` does (a future to await under the ``"raise"`` policy)."""
+        backend = self.backend
+        opcode, text, data = _split(message)
+        if data is None:
+            data = text.encode()  # type: ignore[union-attr]
+        backend.check_size(len(data))  # type: ignore[union-attr]
+        return backend.publish(key, backend.pack(opcode, data, options))  # type: ignore[union-attr]
+
+    def address(self, ws: WebSocket) -> tuple[str, int]:
+        """``(process id, connection id)``: names ``ws`` in ``exclude`` from any process."""
+        return node_id().hex(), ws.connection_id
+
+    def health(self) -> dict[str, Any]:
+        """The backend's state: always connected in one process; with Redis, see
+        :meth:`haske.redis.RedisBackend.health`."""
+        if self.backend is None:
+            return {"backend": "memory", "connected": True}
+        return dict(self.backend.health())
+
+    async def close(self) -> None:
+        """Close the backend's connections, once what is queued for it was published (they
+        also close by themselves when the event loop ends)."""
+        if self.backend is not None:
+            await self.backend.close()
 
     def _write(self, ws: WebSocket, frame: bytes, item: Item | None) -> bool:
         if ws.native:
@@ -527,29 +666,88 @@ class WebSocketBroadcaster:
         }
 
 
-def _exclude_ids(exclude: Exclude) -> list[int] | None:
+def _split(message: BroadcastMessage) -> tuple[int, str | None, bytes | None]:
+    """The opcode of a message, and its text or its bytes."""
+    if isinstance(message, str):
+        return frames.OP_TEXT, message, None
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return frames.OP_BINARY, None, bytes(message)
+    if isinstance(message, (dict, list)):
+        return frames.OP_TEXT, None, _json.dumps_bytes(message)
+    raise TypeError(f"cannot broadcast {type(message).__name__}: send str, bytes, a dict or a list")
+
+
+def _exclusions(exclude: Exclude, backend: Any) -> tuple[list[int] | None, list[list[Any]]]:
+    """The ids of this process's connections to leave out, and ``[process, id]`` of others'."""
     if exclude is None:
-        return None
-    items = (exclude,) if isinstance(exclude, (WebSocket, int)) else exclude
-    ids = []
+        return None, []
+    single = isinstance(exclude, (WebSocket, int)) or _is_address(exclude)
+    items = (exclude,) if single else exclude
+    me = node_id().hex()
+    ids: list[int] = []
+    remote: list[list[Any]] = []
     for item in items:
         if isinstance(item, WebSocket):
             ids.append(item.connection_id)
         elif isinstance(item, int):
             ids.append(item)
+        elif _is_address(item):
+            node, conn_id = item
+            if node == me:
+                ids.append(conn_id)
+            elif backend is not None:
+                remote.append([node, conn_id])
         else:
             raise TypeError(
-                f"exclude takes WebSockets or connection ids, got {type(item).__name__}"
+                "exclude takes WebSockets, connection ids or (process id, connection id) "
+                f"pairs, got {type(item).__name__}"
             )
-    return ids
+    return ids, remote
+
+
+def _is_address(item: object) -> bool:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], int)
+    )
+
+
+_node: tuple[int, bytes] = (0, b"")
+
+
+def node_id() -> bytes:
+    """This process's random 8-byte id, which tells processes apart on a shared backend."""
+    global _node
+    if _node[0] != os.getpid():  # a forked worker gets an id of its own
+        _node = (os.getpid(), os.urandom(8))
+    return _node[1]
+
+
+def _backend_for(url: str | None) -> Any:
+    if not url or url == "memory://":
+        return None
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from haske.redis import RedisBackend
+
+        return RedisBackend(url)
+    raise ValueError(
+        f"unsupported broadcast URL {url!r}: use redis://, rediss:// or unix:// "
+        "(or none for a broadcaster of this process alone)"
+    )
 
 
 _default: WebSocketBroadcaster | None = None
 
 
 def get_broadcaster() -> WebSocketBroadcaster:
-    """The process-wide broadcaster that ``@websocket_route`` connections are tracked by."""
+    """The process-wide broadcaster that ``@websocket_route`` connections are tracked by.
+
+    It is created on first call, with the backend named by the ``HASKE_BROADCAST_URL``
+    environment variable (``redis://host:6379/0``), or for this process alone when it is unset.
+    """
     global _default
     if _default is None:
-        _default = WebSocketBroadcaster()
+        _default = WebSocketBroadcaster(os.environ.get("HASKE_BROADCAST_URL") or None)
     return _default

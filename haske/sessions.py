@@ -6,10 +6,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haske.broadcast import BroadcastMessage, WebSocketBroadcaster, get_broadcaster
 from haske.websocket import WebSocket
+
+if TYPE_CHECKING:
+    from haske.redis_presence import RedisPresence
 
 __all__ = ["LiveSessionManager", "Session"]
 
@@ -41,6 +44,13 @@ class LiveSessionManager:
 
     Sending goes through ``broadcaster`` (the default one unless given): bounded queues, the
     broadcaster's slow-consumer policy, and a socket that ends leaves its sessions by itself.
+
+    When the broadcaster has a Redis backend, sessions span every process: a session joins when
+    its first socket anywhere is added and leaves when its last one anywhere is gone, each
+    announced once; ``presence()``, ``len()`` and ``in`` cover the cluster, ``send_to`` and
+    ``broadcast`` reach sockets on any process, and ``get()`` is this process's part of a
+    session. ``name`` (default: the presence channel, else ``"sessions"``) tells the registries
+    of several managers apart.
     """
 
     def __init__(
@@ -51,6 +61,7 @@ class LiveSessionManager:
         presence_channel: str | None = None,
         on_join: PresenceCallback | None = None,
         on_leave: PresenceCallback | None = None,
+        name: str | None = None,
     ) -> None:
         if leave_grace < 0:
             raise ValueError("leave_grace is a number of seconds, at least 0")
@@ -62,15 +73,23 @@ class LiveSessionManager:
         self._sessions: dict[str, Session] = {}
         self._socket_sessions: dict[int, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        backend = getattr(self.broadcaster, "backend", None)
+        self._cluster: RedisPresence | None = None
+        if backend is not None:
+            self._cluster = backend.presence(self, name or presence_channel or "sessions")
 
     def __len__(self) -> int:
+        if self._cluster is not None:
+            return len(self._cluster)
         return len(self._sessions)
 
     def __contains__(self, session_id: object) -> bool:
+        if self._cluster is not None:
+            return session_id in self._cluster
         return session_id in self._sessions
 
     def get(self, session_id: str) -> Session | None:
-        """The session with this id, or None."""
+        """The session with this id (its sockets in this process), or None."""
         return self._sessions.get(session_id)
 
     # -- membership ---------------------------------------------------------------------------
@@ -102,8 +121,13 @@ class LiveSessionManager:
         ws._finalizers[self] = self._socket_gone
         if self.presence_channel is not None:
             await self.broadcaster.subscribe(ws, self.presence_channel)
+        merged = session.metadata
+        if self._cluster is not None:
+            outcome = await self._cluster.sync(session_id, metadata)
+            if outcome is not None:
+                joined, merged = outcome
         if joined:
-            await self._announce("join", session)
+            await self._announce("join", session_id, merged)
         return joined
 
     async def remove(self, session_id: str, ws: WebSocket | None = None) -> bool:
@@ -122,19 +146,32 @@ class LiveSessionManager:
             if session.leave_timer is not None:
                 session.leave_timer.cancel()
             del self._sessions[session_id]
-            await self._announce("leave", session)
+            await self._left(session)
             return True
         if ws not in session.sockets:
             return False
         session.sockets.remove(ws)
         self._forget(ws, session_id)
-        if not session.sockets:
-            if self.leave_grace:
+        if session.sockets or self.leave_grace:
+            if not session.sockets:
                 self._leave_later(session)
-            else:
-                del self._sessions[session_id]
-                await self._announce("leave", session)
+            if self._cluster is not None:
+                await self._cluster.sync(session_id)
+        else:
+            del self._sessions[session_id]
+            await self._left(session)
         return True
+
+    async def _left(self, session: Session) -> None:
+        """The session is gone from this process: announce its leave, if that was the last of
+        it (in the cluster, with a Redis backend)."""
+        left, metadata = True, session.metadata
+        if self._cluster is not None:
+            outcome = await self._cluster.sync(session.session_id)
+            if outcome is not None:
+                left, metadata = outcome
+        if left:
+            await self._announce("leave", session.session_id, metadata)
 
     def _forget(self, ws: WebSocket, session_id: str) -> None:
         ids = self._socket_sessions.get(ws.connection_id)
@@ -155,6 +192,9 @@ class LiveSessionManager:
             session.sockets.remove(ws)
             if not session.sockets:
                 self._leave_later(session)
+            if self._cluster is not None and session_id in self._sessions:
+                # One socket fewer here, in the cluster's count too.
+                self._spawn(self._logged(self._cluster.sync(session_id), "update", session_id))
 
     def _leave_later(self, session: Session) -> None:
         if self.leave_grace:
@@ -168,62 +208,88 @@ class LiveSessionManager:
         if session.sockets or self._sessions.get(session.session_id) is not session:
             return
         del self._sessions[session.session_id]
-        self._spawn(self._announce_logged("leave", session))
+        self._spawn(self._logged(self._left(session), "leave", session.session_id))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _announce(self, event: str, session: Session) -> None:
-        metadata = dict(session.metadata)
+    async def _announce(self, event: str, session_id: str, metadata: dict[str, Any]) -> None:
+        metadata = dict(metadata)
         if self.presence_channel is not None:
             await self.broadcaster.create_channel(self.presence_channel)
             await self.broadcaster.broadcast(
-                {"event": event, "session_id": session.session_id, "metadata": metadata},
+                {"event": event, "session_id": session_id, "metadata": metadata},
                 channel=self.presence_channel,
             )
         callback = self.on_join if event == "join" else self.on_leave
         if callback is not None:
-            await callback(session.session_id, metadata)
+            await callback(session_id, metadata)
 
-    async def _announce_logged(self, event: str, session: Session) -> None:
+    async def _announce_logged(self, event: str, session_id: str, metadata: dict[str, Any]) -> None:
+        await self._logged(self._announce(event, session_id, metadata), event, session_id)
+
+    async def _logged(self, step: Awaitable[Any], event: str, session_id: str) -> None:
         try:
-            await self._announce(event, session)
+            await step
         except Exception:
-            logger.exception("announcing the %s of session %r failed", event, session.session_id)
+            logger.exception("the %s of session %r failed", event, session_id)
 
     # -- sending and presence -----------------------------------------------------------------
 
     async def send_to(self, session_id: str, message: BroadcastMessage) -> bool:
         """Send to every socket of one session (str as text, bytes as binary, dict/list as JSON).
 
-        False if the session does not exist or no socket took the message.
+        False if the session does not exist or no socket took the message. With a Redis backend
+        the message is also published for the session's sockets on other processes, and True
+        means a socket here took it or the session has sockets elsewhere.
         """
+        cluster = self._cluster
+        published = None
+        if cluster is not None:
+            published = self.broadcaster._publish(cluster.channel_of(session_id), message)
         session = self._sessions.get(session_id)
-        if session is None or not session.sockets:
-            return False
-        return await self.broadcaster.send_to(session.sockets, message) > 0
+        here = session.sockets if session is not None else []
+        delivered = await self.broadcaster.send_to(here, message) if here else 0
+        if published is not None:
+            await published
+        if cluster is None:
+            return delivered > 0
+        return delivered > 0 or cluster.sockets(session_id) > len(here)
 
     async def broadcast(
         self, message: BroadcastMessage, exclude: str | Iterable[str] | None = None
     ) -> int:
         """Send to every socket of every session (not to other sockets of the broadcaster),
-        except the sessions in ``exclude``; returns how many sockets took the message.
+        except the sessions in ``exclude``; returns how many sockets took the message (in this
+        process, with a Redis backend, which also publishes it for the other processes).
         """
         skip = {exclude} if isinstance(exclude, str) else set(exclude or ())
-        sockets = [
+        published = None
+        if self._cluster is not None:
+            options = {"xs": sorted(skip)} if skip else None
+            published = self.broadcaster._publish(self._cluster.everyone, message, options)
+        sockets = self._sockets_except(skip)
+        delivered = await self.broadcaster.send_to(sockets, message) if sockets else 0
+        if published is not None:
+            await published
+        return delivered
+
+    def _sockets_except(self, skip: set[str]) -> list[WebSocket]:
+        """The sockets here of every session not in ``skip``."""
+        return [
             ws
             for session_id, session in self._sessions.items()
             if session_id not in skip
             for ws in session.sockets
         ]
-        if not sockets:
-            return 0
-        return await self.broadcaster.send_to(sockets, message)
 
     def presence(self) -> list[dict[str, Any]]:
-        """Who is here, in order of joining: ``session_id``, ``metadata``, open ``connections``."""
+        """Who is here, in order of joining: ``session_id``, ``metadata``, open ``connections``
+        (every process's, with a Redis backend)."""
+        if self._cluster is not None:
+            return self._cluster.presence()
         return [
             {
                 "session_id": session.session_id,
@@ -242,8 +308,10 @@ class LiveSessionManager:
 
     def get_session_count(self) -> int:
         """How many sessions there are."""
-        return len(self._sessions)
+        return len(self)
 
     def get_session_ids(self) -> list[str]:
         """Every session id, in order of joining."""
+        if self._cluster is not None:
+            return self._cluster.session_ids()
         return list(self._sessions)

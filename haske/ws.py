@@ -13,7 +13,7 @@ async def chat_socket(ws):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.datastructures import URLPath
@@ -29,6 +29,7 @@ from haske.broadcast import (
     get_broadcaster,
 )
 from haske.exceptions import ConnectionClosed, NotSupportedError
+from haske.security import AuthHook, Deny
 from haske.sessions import LiveSessionManager
 from haske.websocket import Handler, HeadersLike, WebSocket, _raw_headers, websocket_endpoint
 
@@ -36,6 +37,7 @@ __all__ = [
     "ChannelLimitExceeded",
     "ChannelNotFound",
     "ConnectionClosed",
+    "Deny",
     "LiveSessionManager",
     "NotSupportedError",
     "SharedRoutes",
@@ -102,7 +104,12 @@ default_routes = SharedRoutes()
 
 
 def websocket_route(
-    path: str, *, name: str | None = None, broadcaster: WebSocketBroadcaster | None = None
+    path: str,
+    *,
+    name: str | None = None,
+    broadcaster: WebSocketBroadcaster | None = None,
+    allowed_origins: Sequence[str] | None = None,
+    auth: AuthHook | None = None,
 ) -> Callable[[Handler], WebSocketRoute]:
     """Register ``handler(ws)`` for WebSocket connections to ``path`` in every ``Haske()`` app.
 
@@ -110,11 +117,18 @@ def websocket_route(
     ``broadcaster`` (the default one unless given) from ``accept()`` until it returns. The
     decorator returns the Starlette ``WebSocketRoute`` (its ``endpoint.__wrapped__`` is the
     handler), so it also fits a plain Starlette app: ``Starlette(routes=[chat_socket])``.
+
+    Before the handler runs, a browser page from another site is refused with HTTP 403 unless
+    its origin is in ``allowed_origins`` (else the app's ``allowed_origins``; ``["*"]``: any),
+    and ``auth(ws)``, when given (else the app's), may refuse the connection by raising
+    :class:`Deny` or return the user, which becomes ``ws.user``.
     """
 
     def decorator(handler: Handler) -> WebSocketRoute:
         tracker = get_broadcaster() if broadcaster is None else broadcaster
-        endpoint = websocket_endpoint(handler, broadcaster=tracker)
+        endpoint = websocket_endpoint(
+            handler, broadcaster=tracker, allowed_origins=allowed_origins, auth=auth
+        )
         route = WebSocketRoute(path, endpoint, name=name)
         default_routes.add(route)
         return route

@@ -94,9 +94,12 @@ class Clients:
 
         return self.client.portal.call(run)
 
+    def disconnect(self, name: str) -> None:
+        self.sessions.pop(name).__exit__(None, None, None)
+
     def close(self) -> None:
-        for session in self.sessions.values():
-            session.__exit__(None, None, None)
+        for name in list(self.sessions):
+            self.disconnect(name)
 
 
 @pytest.fixture
@@ -193,15 +196,36 @@ def test_subscribe_creates_channels_on_demand_up_to_the_limit(broadcast_impl: Mo
         assert group.call(b.subscribe, ada, "one") is False
         with pytest.raises(ChannelLimitExceeded, match="max_channels_per_connection"):
             group.call(b.subscribe, ada, "three")
-        assert "three" in b.channels()  # created, but ada is not in it
+        assert b.channels() == ["one", "two"]
         assert group.call(b.unsubscribe, ada, "one") is True
         assert group.call(b.unsubscribe, ada, "one") is False
         assert group.call(b.unsubscribe, ada, "never-created") is False
         assert group.call(b.subscribe, ada, "three") is True
         assert b.channels_of(ada) == ["three", "two"]
+        assert b.channels() == ["three", "two"]  # "one" went with its last member
         with pytest.raises(TypeError, match="WebSocket first"):
             group.call(b.subscribe, "three", ada)
         group.close()
+
+
+def test_channels_made_on_demand_go_with_their_last_member(clients: Clients) -> None:
+    b = clients.broadcaster
+    clients.call(b.create_channel, "lobby")
+    clients.connect("ada", "lobby,doc:1")
+    clients.connect("bob", "doc:1,doc:2")
+    assert b.channels() == ["doc:1", "doc:2", "lobby"]
+    clients.call(b.unsubscribe, clients.socket("bob"), "doc:2")
+    assert b.channels() == ["doc:1", "lobby"]
+    clients.disconnect("ada")
+    clients.disconnect("bob")
+    for _ in range(500):
+        if not len(b):
+            break
+        clients.call(asyncio.sleep, 0.01)
+    assert len(b) == 0
+    assert b.channels() == ["lobby"]  # created with create_channel(): it stays
+    with pytest.raises(ChannelNotFound):
+        clients.call(b.broadcast, "anyone?", channel="doc:1")
 
 
 def test_the_original_haske_names_work(clients: Clients) -> None:
@@ -491,7 +515,7 @@ async def test_a_client_that_vanishes_without_a_close_is_cleaned_up(
     for client in raw:
         getattr(client, vanish)()
     await eventually(lambda: len(broadcaster) == 0)
-    assert broadcaster.count("room") == 0
+    assert broadcaster.channels() == []  # "room" went with its last member
 
 
 @pytest.mark.parametrize("ws_impl", ["haske", "websockets"])

@@ -1,0 +1,690 @@
+"""The Redis backend: one broadcaster, many processes.
+
+``WebSocketBroadcaster(url="redis://...")``, or ``HASKE_BROADCAST_URL`` for the default
+broadcaster, publishes every broadcast once on Redis pub/sub; each process delivers it to its own
+connections, encoding the frame once per process. Delivery is at most once, in order per publisher
+and channel. The backend connects on first use, reconnects by itself with jittered exponential
+backoff, resubscribes every channel, and checks with a periodic self-addressed probe that its
+subscriber still hears what is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import random
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from haske import _json
+from haske.broadcast import node_id
+
+if TYPE_CHECKING:
+    from haske.redis_presence import RedisPresence
+    from haske.sessions import LiveSessionManager
+
+__all__ = ["BackendUnavailable", "MessageTooLarge", "PublishPolicy", "RedisBackend"]
+
+logger = logging.getLogger("haske.redis")
+
+PublishPolicy = Literal["buffer", "raise"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+DEFAULT_BUFFER_LIMIT = 8 << 20
+#: PUBLISH commands written to Redis at once.
+BATCH = 256
+
+#: Envelope of a published message: format version, opcode, origin process, options length.
+_HEADER = struct.Struct("!BB8sI")
+_FORMAT = 1
+_PROBE = struct.Struct("!Qd")
+
+#: Called in the subscriber's task with a message another process published: its opcode, the
+#: options it was published with, and its payload.
+Handler = Callable[[int, Any, bytes], None]
+#: Called with the bytes published on a channel, as they are (for scripts' messages).
+RawHandler = Callable[[bytes], None]
+Listener = Callable[[], Any]
+
+
+class BackendUnavailable(ConnectionError):
+    """Redis could not take a message (``publish_policy="raise"``): other processes missed it."""
+
+
+class MessageTooLarge(ValueError):
+    """A message is over the backend's ``max_message_size``; nothing was sent."""
+
+
+def unpack(data: bytes) -> tuple[int, bytes, Any, bytes]:
+    """``(opcode, origin process, options, payload)`` of a message published with ``pack``."""
+    version, opcode, origin, size = _HEADER.unpack_from(data)
+    if version != _FORMAT:
+        raise ValueError(f"unknown message format {version}")
+    start = _HEADER.size
+    options = _json.loads(data[start : start + size]) if size else None
+    return opcode, origin, options, data[start + size :]
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
+class RedisBackend:
+    """Redis pub/sub for a :class:`~haske.broadcast.WebSocketBroadcaster` (and its sessions).
+
+    - ``prefix`` starts every Redis channel and key name; broadcasters that share a Redis server
+      (pub/sub ignores the database number) need different prefixes.
+    - ``publish_policy``: while Redis is unreachable, ``"buffer"`` (the default) keeps messages to
+      publish, up to ``buffer_limit`` bytes (then the oldest go), and sends them once it is back;
+      ``"raise"`` makes ``broadcast()`` wait for Redis to take each message and raise
+      :class:`BackendUnavailable` when it could not, after delivering it locally.
+    - ``max_message_size``: bytes a message may have; more raises :class:`MessageTooLarge`.
+    - ``backoff``: first and largest delay, in seconds, between reconnection attempts.
+    - ``probe_interval``: seconds between self-addressed probes; a probe that does not come back
+      by the next one restarts the subscriber.
+    - ``lease``: seconds a crashed process's sessions stay listed before the others remove them.
+    - ``timeout``: seconds to connect, and for a command to answer.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "haske",
+        publish_policy: PublishPolicy = "buffer",
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        probe_interval: float = 5.0,
+        lease: float = 15.0,
+        timeout: float = 5.0,
+    ) -> None:
+        if publish_policy not in ("buffer", "raise"):
+            raise ValueError(f'publish_policy is "buffer" or "raise", got {publish_policy!r}')
+        if max_message_size <= 0 or buffer_limit <= 0:
+            raise ValueError("max_message_size and buffer_limit are positive numbers of bytes")
+        if not 0 < backoff[0] <= backoff[1]:
+            raise ValueError("backoff is (first delay, largest delay), with 0 < first <= largest")
+        if probe_interval <= 0 or lease <= 0 or timeout <= 0:
+            raise ValueError("probe_interval, lease and timeout are positive numbers of seconds")
+        # Parse now so that a bad URL fails where the broadcaster is made.
+        ConnectionPool.from_url(url)
+        self.url = url
+        self.prefix = prefix
+        self.publish_policy: PublishPolicy = publish_policy
+        self.buffer_limit = buffer_limit
+        self.max_message_size = max_message_size
+        self.backoff = backoff
+        self.probe_interval = probe_interval
+        self.lease = lease
+        self.timeout = timeout
+        self._handlers: dict[bytes, tuple[Callable[..., None], bool]] = {}
+        self._node = node_id()
+        self._listeners: list[Listener] = []
+        self.presences: list[RedisPresence] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._pool: ConnectionPool | None = None
+        self._client: Redis | None = None
+        self._commands: asyncio.Queue[tuple[bytes, ...]] | None = None
+        self._connected_to: AbstractConnection | None = None
+        self._subscribing: set[bytes] = set()
+        self._confirmations: dict[bytes, list[asyncio.Future[bool]]] = {}
+        self._ready = False
+        self._connecting = False
+        self._publisher_down = False
+        # Set when the subscription drops: the publishing connection most likely went with it.
+        self._renew_publisher = False
+        self._queue: collections.deque[tuple[bytes, bytes, asyncio.Future[int] | None]] = (
+            collections.deque()
+        )
+        self._queued = 0
+        self._wake: asyncio.Event | None = None
+        self._probe: tuple[int, float] | None = None
+        self._probes = 0
+        self._rtt: float | None = None
+        self._connections = 0
+        self._published = 0
+        self._received = 0
+        self._dropped = 0
+        self._errors = 0
+        self._last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {redact(self.url)} prefix={self.prefix!r}>"
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def key(self, *parts: str) -> bytes:
+        """A Redis channel or key name under this backend's prefix."""
+        return ":".join((self.prefix, *parts)).encode()
+
+    def channel_key(self, channel: str | None) -> bytes:
+        """The Redis channel of a broadcaster channel (None: every connection)."""
+        return self.key("all") if channel is None else self.key("c", channel)
+
+    @property
+    def node(self) -> str:
+        """This process's id on the backend."""
+        return self._node.hex()
+
+    def pack(self, opcode: int, payload: bytes, options: Any = None) -> bytes:
+        """The published form of a message: a small header (with this process's id, so that it
+        skips its own messages), the JSON ``options`` if any, the payload."""
+        extra = _json.dumps_bytes(options) if options else b""
+        return _HEADER.pack(_FORMAT, opcode, self._node, len(extra)) + extra + payload
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in the running event loop; done on first use."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError(
+                "this broadcaster's Redis backend runs in another event loop: "
+                "a broadcaster belongs to one event loop"
+            )
+        # A first start, or a new loop after the old one ended (a test client, say).
+        self._loop = loop
+        self._closed = False
+        self._node = node_id()
+        self._queue.clear()
+        self._queued = 0
+        self._confirmations.clear()
+        self._commands = None
+        self._ready = self._publisher_down = False
+        self._probe = None
+        self._wake = asyncio.Event()
+        kwargs: dict[str, Any] = {
+            "retry": Retry(NoBackoff(), 0),
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+            # Pub/sub replies as plain arrays, whichever protocol the redis client defaults to.
+            "protocol": 2,
+        }
+        self._pool = ConnectionPool.from_url(self.url, **kwargs)
+        self._client = Redis(connection_pool=self._pool)
+        work = {
+            "subscriber": self._subscriber,
+            "publisher": self._publisher,
+            "prober": self._prober,
+            "keeper": self._keeper,
+        }
+        self._tasks = {
+            name: loop.create_task(run(), name=f"haske-redis-{name}") for name, run in work.items()
+        }
+
+    def start_if_running(self) -> None:
+        """:meth:`start` when called in an event loop, unless :meth:`close` was called."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if not self._closed:
+            self.start()
+
+    async def connect(self, timeout: float | None = None) -> bool:
+        """Start, and wait up to ``timeout`` seconds (default: the backend's) to be subscribed."""
+        self.start()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self._ready
+
+    async def close(self) -> None:
+        """Publish what is queued (for up to ``timeout`` seconds), then close every connection."""
+        if self._loop is not asyncio.get_running_loop():
+            return
+        deadline = time.monotonic() + self.timeout
+        while self._queue and not self._publisher_down and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        tasks = [*self._tasks.values(), *self._background]
+        self._tasks = {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._disconnect()
+        self._loop = None
+        self._closed = True
+
+    async def _disconnect(self) -> None:
+        self._ready = False
+        if self._client is not None:
+            await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+    def _connection(self) -> AbstractConnection:
+        assert self._pool is not None
+        return self._pool.connection_class(**self._pool.connection_kwargs)
+
+    @property
+    def client(self) -> Redis:
+        """A Redis client on the backend's pool (for scripts and keys)."""
+        self.start()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        """True while the subscriber is subscribed and publishing works."""
+        return self._ready and not self._publisher_down
+
+    @property
+    def subscribed(self) -> bool:
+        """True while the subscriber is subscribed."""
+        return self._ready
+
+    def presence(self, manager: LiveSessionManager, name: str) -> RedisPresence:
+        """The cluster-wide registry of a session manager, under ``name``."""
+        from haske.redis_presence import RedisPresence
+
+        return RedisPresence(self, manager, name)
+
+    def on_connect(self, listener: Listener) -> None:
+        """Call ``listener()`` (it may return an awaitable) after each (re)subscription."""
+        self._listeners.append(listener)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._errors += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+
+    def _delay(self, attempt: int) -> float:
+        first, largest = self.backoff
+        # Full jitter between half and all of the exponential step, so that processes which lost
+        # Redis together do not come back in lockstep.
+        return min(largest, first * 2**attempt) * random.uniform(0.5, 1.0)
+
+    # -- subscribing ---------------------------------------------------------------------------
+
+    def listen(self, channel: bytes, handler: Handler | RawHandler, *, raw: bool = False) -> None:
+        """Deliver what other processes publish on ``channel`` to ``handler`` (everything that is
+        published, as is, when ``raw``), subscribing now or as soon as Redis is reachable."""
+        known = channel in self._handlers
+        self._handlers[channel] = (handler, raw)
+        if not known:
+            self._command(b"SUBSCRIBE", channel)
+
+    def unlisten(self, channel: bytes) -> None:
+        """Stop listening to ``channel``."""
+        if self._handlers.pop(channel, None) is not None:
+            self._command(b"UNSUBSCRIBE", channel)
+
+    async def subscribe(self, channel: bytes, handler: Handler) -> None:
+        """:meth:`listen`, then wait (up to ``timeout``) for Redis to confirm, so that whatever is
+        published afterwards arrives; no wait while Redis is unreachable."""
+        self.start()
+        if channel in self._handlers:
+            self._handlers[channel] = (handler, False)
+            return
+        self.listen(channel, handler)
+        if self._commands is None and not self._connecting:
+            return
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(channel, []).append(confirmed)
+        try:
+            await asyncio.wait_for(confirmed, self.timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _command(self, *args: bytes) -> None:
+        # One queue and one writer per connection keep SUBSCRIBE and UNSUBSCRIBE in call order.
+        if self._commands is not None:
+            self._commands.put_nowait(args)
+
+    async def _write_commands(
+        self, connection: AbstractConnection, commands: asyncio.Queue[tuple[bytes, ...]]
+    ) -> None:
+        try:
+            while True:
+                batch = [await commands.get()]
+                while not commands.empty():
+                    batch.append(commands.get_nowait())
+                if not connection.is_connected:
+                    return
+                await connection.send_packed_command(
+                    connection.pack_commands(batch), check_health=False
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reader sees the connection go
+            self._failed(exc)
+            await connection.disconnect(nowait=True)
+
+    def _release_confirmations(self) -> None:
+        # Nobody waits for a confirmation from a connection that is gone.
+        for waiters in self._confirmations.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(False)
+        self._confirmations.clear()
+
+    async def _subscriber(self) -> None:
+        attempt = 0
+        while True:
+            connection = self._connection()
+            writer: asyncio.Task[None] | None = None
+            self._connecting = True
+            try:
+                await connection.connect()
+                self._connected_to = connection
+                self._subscribing = {self._probe_channel, *self._handlers}
+                commands: asyncio.Queue[tuple[bytes, ...]] = asyncio.Queue()
+                commands.put_nowait((b"SUBSCRIBE", *self._subscribing))
+                self._commands = commands
+                writer = asyncio.get_running_loop().create_task(
+                    self._write_commands(connection, commands)
+                )
+                while True:
+                    reply = await connection.read_response(timeout=math.inf)
+                    if self._on_reply(reply):
+                        attempt = 0
+            except asyncio.CancelledError:
+                await self._end_subscription(connection, writer)
+                if self._tasks.get("subscriber") is asyncio.current_task():
+                    # The event loop is ending, not close(): close the pool too.
+                    await self._disconnect()
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever broke, reconnect
+                self._failed(exc)
+                if self._ready:
+                    logger.warning("lost the Redis subscription (%s); reconnecting", exc)
+            await self._end_subscription(connection, writer)
+            await asyncio.sleep(self._delay(attempt))
+            attempt += 1
+
+    async def _end_subscription(
+        self, connection: AbstractConnection, writer: asyncio.Task[None] | None
+    ) -> None:
+        self._commands = self._connected_to = None
+        self._ready = self._connecting = False
+        self._renew_publisher = True
+        self._release_confirmations()
+        if writer is not None:
+            writer.cancel()
+        await connection.disconnect(nowait=True)
+
+    def _on_reply(self, reply: list[Any]) -> bool:
+        """Handle one pub/sub reply; True when it completed the subscription."""
+        kind = reply[0]
+        if kind == b"message":
+            self._received += 1
+            channel, data = reply[1], reply[2]
+            if channel == self._probe_channel:
+                self._probe_back(data)
+                return False
+            entry = self._handlers.get(channel)
+            if entry is None:
+                return False
+            handler, raw = entry
+            try:
+                if raw:
+                    handler(data)
+                    return False
+                opcode, origin, options, payload = unpack(data)
+                # This process delivered its own messages when it published them.
+                if origin != self._node:
+                    handler(opcode, options, payload)
+            except Exception:
+                logger.exception("delivering a message from Redis channel %r failed", channel)
+            return False
+        if kind != b"subscribe":
+            return False
+        channel = reply[1]
+        for waiter in self._confirmations.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(True)
+        if self._ready or channel not in self._subscribing:
+            return False
+        self._subscribing.discard(channel)
+        if self._subscribing:
+            return False
+        self._ready, self._connecting = True, False
+        self._connections += 1
+        self._probe = None
+        self._wake.set()  # type: ignore[union-attr]
+        for listener in self._listeners:
+            outcome = listener()
+            if asyncio.iscoroutine(outcome):
+                task = asyncio.get_running_loop().create_task(outcome)
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return True
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def check_size(self, size: int) -> None:
+        """:class:`MessageTooLarge` if ``size`` bytes are over ``max_message_size``."""
+        if size > self.max_message_size:
+            raise MessageTooLarge(
+                f"a message of {size} bytes is over this broadcaster's limit of "
+                f"{self.max_message_size} bytes (RedisBackend(max_message_size=...)): Redis "
+                "disconnects subscribers that fall too far behind, and big messages do that"
+            )
+
+    def publish(
+        self, channel: bytes, data: bytes, *, wait: bool = False
+    ) -> asyncio.Future[int] | None:
+        """Queue ``data`` for publishing on ``channel``, without waiting.
+
+        Returns a future of the number of Redis subscribers that got it when ``wait`` is True or
+        the policy is ``"raise"`` (it fails with :class:`BackendUnavailable`), else None.
+        """
+        self.start()
+        loop = asyncio.get_running_loop()
+        waiting = wait or self.publish_policy == "raise"
+        if self._publisher_down and self.publish_policy == "raise":
+            raise BackendUnavailable(f"Redis is unreachable ({self._last_error})")
+        future: asyncio.Future[int] | None = loop.create_future() if waiting else None
+        queue = self._queue
+        queue.append((channel, data, future))
+        self._queued += len(data)
+        while self._queued > self.buffer_limit and len(queue) > 1:
+            _, old, waiter = queue.popleft()
+            self._queued -= len(old)
+            self._dropped += 1
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(BackendUnavailable("the publish buffer overflowed"))
+        self._wake.set()  # type: ignore[union-attr]
+        return future
+
+    def _fail_waiting(self, exc: BaseException) -> None:
+        # A message somebody waits for is not kept for later: they are told now.
+        kept: collections.deque[tuple[bytes, bytes, asyncio.Future[int] | None]] = (
+            collections.deque()
+        )
+        for item in self._queue:
+            future = item[2]
+            if future is None:
+                kept.append(item)
+                continue
+            self._queued -= len(item[1])
+            if not future.done():
+                future.set_exception(BackendUnavailable(f"Redis is unreachable ({exc})"))
+                future.exception()  # a probe's future may have nobody left to read it
+        self._queue = kept
+
+    async def _publisher(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        connection: AbstractConnection | None = None
+        attempt = 0
+        while True:
+            if not self._queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            if connection is not None and self._renew_publisher:
+                # Rather than write the next messages into a connection that is likely dead
+                # (and lose them), check by connecting again.
+                await connection.disconnect(nowait=True)
+                connection = None
+            if connection is None:
+                self._renew_publisher = False
+                candidate = self._connection()
+                try:
+                    await candidate.connect()
+                except asyncio.CancelledError:
+                    await candidate.disconnect(nowait=True)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - unreachable: keep, retry later
+                    self._failed(exc)
+                    self._publisher_down = True
+                    self._fail_waiting(exc)
+                    await candidate.disconnect(nowait=True)
+                    wake.clear()
+                    try:
+                        await asyncio.wait_for(wake.wait(), self._delay(attempt))
+                    except asyncio.TimeoutError:
+                        pass
+                    attempt += 1
+                    continue
+                connection, attempt = candidate, 0
+                self._publisher_down = False
+            await self._publish_batch(connection)
+            if not connection.is_connected:
+                connection = None
+
+    async def _publish_batch(self, connection: AbstractConnection) -> None:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
+        self._queued -= sum(len(data) for _, data, _ in batch)
+        done = 0
+        try:
+            commands = [(b"PUBLISH", channel, data) for channel, data, _ in batch]
+            await connection.send_packed_command(
+                connection.pack_commands(commands), check_health=False
+            )
+            for _, _, future in batch:
+                receivers = await connection.read_response()
+                done += 1
+                if future is not None and not future.done():
+                    future.set_result(int(receivers))
+        except asyncio.CancelledError:
+            await connection.disconnect(nowait=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the batch may be half sent: never resend it
+            self._failed(exc)
+            self._dropped += len(batch) - done
+            for _, _, future in batch[done:]:
+                if future is not None and not future.done():
+                    future.set_exception(BackendUnavailable(f"Redis connection lost ({exc})"))
+                    future.exception()
+            await connection.disconnect(nowait=True)
+        finally:
+            self._published += done
+
+    # -- probing -------------------------------------------------------------------------------
+
+    @property
+    def _probe_channel(self) -> bytes:
+        return self.key("probe", self.node)
+
+    async def _prober(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            if not self._ready:
+                self._probe = None
+                continue
+            if self._probe is not None:
+                await self._restart_subscriber("a probe did not come back")
+                continue
+            self._probes += 1
+            probe = self._probe = (self._probes, time.monotonic())
+            try:
+                receivers = await asyncio.wait_for(
+                    self.publish(self._probe_channel, _PROBE.pack(*probe), wait=True),  # type: ignore[arg-type]
+                    self.probe_interval,
+                )
+            except (BackendUnavailable, asyncio.TimeoutError):
+                # The publishing side is in trouble, which says nothing about the subscriber.
+                if self._probe == probe:
+                    self._probe = None
+                continue
+            if receivers == 0 and self._probe == probe:
+                await self._restart_subscriber("Redis has no subscription for this process")
+
+    def _probe_back(self, data: bytes) -> None:
+        sequence, sent = _PROBE.unpack(data)
+        if self._probe is not None and self._probe[0] == sequence:
+            self._rtt = time.monotonic() - sent
+            self._probe = None
+
+    async def _restart_subscriber(self, reason: str) -> None:
+        logger.warning("the Redis subscriber stopped receiving (%s); restarting it", reason)
+        self._failed(RuntimeError(reason))
+        self._probe = None
+        connection = self._connected_to
+        if connection is not None:
+            # The reader sees its connection close and goes through the usual reconnection.
+            await connection.disconnect(nowait=True)
+
+    # -- presence leases -----------------------------------------------------------------------
+
+    def lease_key(self, node: str) -> bytes:
+        return self.key("lease", node)
+
+    async def renew_lease(self) -> bool:
+        """Extend this process's lease; False if it had run out (or never existed)."""
+        client = self.client
+        milliseconds = int(self.lease * 1000)
+        key = self.lease_key(self.node)
+        if await client.set(key, b"1", px=milliseconds, xx=True):
+            return True
+        await client.set(key, b"1", px=milliseconds)
+        return False
+
+    async def _keeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if not self.presences or not self._ready:
+                continue
+            try:
+                renewed = await self.renew_lease()
+                for presence in list(self.presences):
+                    await presence.tick(renewed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis trouble: next round
+                self._failed(exc)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The state of the backend: connected, probe RTT, reconnects and message counters.
+
+        Asking is a first use: it starts the backend when called in an event loop.
+        """
+        self.start_if_running()
+        return {
+            "backend": "redis",
+            "url": redact(self.url),
+            "node": self.node,
+            "connected": self.connected,
+            "last_probe_rtt": self._rtt,
+            "reconnects": max(0, self._connections - 1),
+            "buffered": len(self._queue),
+            "published": self._published,
+            "received": self._received,
+            "dropped": self._dropped,
+            "errors": self._errors,
+            "last_error": self._last_error,
+        }
