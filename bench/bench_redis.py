@@ -104,13 +104,24 @@ def broadcaster_app(url: str) -> tuple[Any, Any, Any]:
 
     hub = Broadcast(url)
     subscribed: set[WebSocket] = set()
+    # Two races in broadcaster 0.3.1 would lose messages before any delivery is measured:
+    # - when the first subscribers of a channel arrive together, Broadcast.subscribe() lets
+    #   each replace the channel's set of queues (it awaits the backend's SUBSCRIBE between
+    #   checking and setting it), and the replaced ones never get a message (a fifth of the
+    #   clients here): entering subscribe() one at a time avoids it;
+    # - its Redis listener wakes up when a channel is subscribed, and stops for good if it
+    #   finds no subscription registered yet (the first SUBSCRIBE is still on its way): a
+    #   channel subscribed from startup makes sure there always is one.
+    entering = asyncio.Lock()
 
     async def listen(websocket: WebSocket) -> None:
         await websocket.accept()
         try:
-            async with hub.subscribe(channel="bench") as subscriber:
+            async with contextlib.AsyncExitStack() as stack:
+                async with entering:
+                    subscriber = await stack.enter_async_context(hub.subscribe(channel="bench"))
                 subscribed.add(websocket)
-                async for event in subscriber:  # type: ignore[union-attr]
+                async for event in subscriber:  # type: ignore[attr-defined]
                     await websocket.send_text(event.message)
         except WebSocketDisconnect:
             pass
@@ -122,14 +133,8 @@ def broadcaster_app(url: str) -> tuple[Any, Any, Any]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with hub:
-            # When the first subscribers of a channel arrive together, Broadcast.subscribe()
-            # lets each of them replace the channel's set of queues (it awaits the backend's
-            # SUBSCRIBE between checking and setting), and the replaced ones never get a
-            # message: a fifth of the clients here. One subscriber held from the start avoids
-            # it, so the figures measure delivery, not that race.
-            async with hub.subscribe(channel="bench"):
-                yield
+        async with hub, hub.subscribe(channel="warm-up"):
+            yield
 
     app = Starlette(routes=[WebSocketRoute("/ws", listen)], lifespan=lifespan)
     return app, publish, lambda: len(subscribed)
@@ -473,7 +478,9 @@ def table(results: dict[str, dict[str, dict[str, float]]], clients: int, rate: f
     for kind, rounds in results.items():
         burst, paced = rounds["throughput"], rounds["paced"]
         mark = "" if burst["complete"] and paced["complete"] else "!"
-        ratio = f"{haske['throughput']['rate'] / burst['rate']:>10.2f}x" if haske else ""
+        ratio = ""
+        if haske and burst["rate"]:
+            ratio = f"{haske['throughput']['rate'] / burst['rate']:>10.2f}x"
         print(
             f"{kind:<16} {burst['rate']:>13,.0f} {burst['p99_ms']:>8.1f} "
             f"{paced['p50_ms']:>10.1f} {paced['p99_ms']:>10.1f} "
