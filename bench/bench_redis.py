@@ -4,7 +4,7 @@
     python bench/bench_redis.py --quick    # N = 250, fewer messages
 
 A redis-server is started on a free port of 127.0.0.1 (no persistence). For each kind, two
-server processes run the same app against it; one receiver process holds the 2 × N client
+server processes run the same app against it; a receiver process per server holds its N client
 sockets (raw asyncio protocols on uvloop), counts frames and samples the delay from each
 message's broadcast to its arrival. Messages are 100-byte JSON texts carrying their broadcast
 time (``time.monotonic_ns``, the same clock in every process); process A publishes them all, so
@@ -331,18 +331,8 @@ async def receive(ports: list[int], clients: int) -> None:
             await asyncio.wait_for(totals.done.wait(), ROUND_TIMEOUT)
         except asyncio.TimeoutError:
             pass
-        samples = sorted(totals.samples) or [0]
-        print(
-            json.dumps(
-                {
-                    "frames": totals.frames - first,
-                    "last": totals.last,
-                    "p50": samples[len(samples) // 2],
-                    "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-                }
-            ),
-            flush=True,
-        )
+        report = {"frames": totals.frames - first, "last": totals.last, "samples": totals.samples}
+        print(json.dumps(report), flush=True)
 
 
 # -- the controller -----------------------------------------------------------------------------
@@ -422,46 +412,54 @@ class Server:
 
 
 class Run:
-    """Two servers of one kind and the receiver holding N clients on each."""
+    """Two servers of one kind, each with a receiver process holding its N clients."""
 
     def __init__(self, kind: str, redis: Redis, clients: int, capacity: int) -> None:
         self.clients = clients
         self.servers = [Server(kind, redis.url, capacity) for _ in range(2)]
-        self.receiver = spawn("receive", str(clients), *(str(s.port) for s in self.servers))
-        assert self.receiver.stdout is not None
-        if not self.receiver.stdout.readline():
-            raise RuntimeError("the receiver could not open its clients")
+        # A receiver per server: one process reading all 2 × N sockets would add the time it
+        # takes to go through them to every delay it measures.
+        self.receivers = [spawn("receive", str(clients), str(s.port)) for s in self.servers]
+        for receiver in self.receivers:
+            assert receiver.stdout is not None
+            if not receiver.stdout.readline():
+                raise RuntimeError("a receiver could not open its clients")
         deadline = time.monotonic() + 60
         while any(server.ask("count") < clients for server in self.servers):
             if time.monotonic() > deadline:
                 raise RuntimeError("the servers did not see every client")
             time.sleep(0.05)
 
+    def tell(self, line: str) -> list[Any]:
+        """Send a line to every receiver; their answers."""
+        for receiver in self.receivers:
+            receiver.stdin.write(line + "\n")  # type: ignore[union-attr]
+            receiver.stdin.flush()  # type: ignore[union-attr]
+        return [json.loads(receiver.stdout.readline()) for receiver in self.receivers]  # type: ignore[union-attr]
+
     def round(self, messages: int, rate: float) -> dict[str, float]:
-        receiver = self.receiver
-        assert receiver.stdin and receiver.stdout
         expected = 2 * self.clients * messages
-        receiver.stdin.write(f"expect {expected}\n")
-        receiver.stdin.flush()
-        receiver.stdout.readline()  # armed: counting starts before the first message is sent
+        # Armed: counting starts before the first message is sent.
+        self.tell(f"expect {self.clients * messages}")
         started = time.monotonic_ns()
         self.servers[0].ask(f"run {messages} {rate}")
-        got = json.loads(receiver.stdout.readline())
-        receiver.stdin.write("drain\n")
-        receiver.stdin.flush()
-        receiver.stdout.readline()
-        seconds = max(got["last"] - started, 1) / 1e9
+        reports = [json.loads(receiver.stdout.readline()) for receiver in self.receivers]  # type: ignore[union-attr]
+        self.tell("drain")
+        frames = sum(report["frames"] for report in reports)
+        seconds = max(max(report["last"] for report in reports) - started, 1) / 1e9
+        samples = sorted(sample for report in reports for sample in report["samples"]) or [0]
         return {
-            "rate": got["frames"] / seconds,
-            "p50_ms": got["p50"] / 1e6,
-            "p99_ms": got["p99"] / 1e6,
-            "complete": got["frames"] == expected,
-            "lost": expected - got["frames"],
+            "rate": frames / seconds,
+            "p50_ms": samples[len(samples) // 2] / 1e6,
+            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1e6,
+            "complete": frames == expected,
+            "lost": expected - frames,
         }
 
     def close(self) -> None:
-        self.receiver.kill()
-        self.receiver.wait()
+        for receiver in self.receivers:
+            receiver.kill()
+            receiver.wait()
         for server in self.servers:
             server.close()
 
