@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -62,7 +63,7 @@ def payload(seq: int) -> str:
 
 
 def raise_open_files() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -93,7 +94,11 @@ def haske_app(url: str) -> tuple[Any, Any, Any]:
     async def publish(text: str) -> None:
         await broadcaster.broadcast(text, channel="bench")
 
-    return app, publish, lambda: broadcaster.count("bench") if "bench" in broadcaster.channels() else 0
+    return (
+        app,
+        publish,
+        lambda: broadcaster.count("bench") if "bench" in broadcaster.channels() else 0,
+    )
 
 
 def broadcaster_app(url: str) -> tuple[Any, Any, Any]:
@@ -255,6 +260,7 @@ class Client(asyncio.Protocol):
         self.port, self.totals, self.opened = port, totals, opened
         self.head = b""
         self.partial = b""
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         key = base64.b64encode(os.urandom(16)).decode()
@@ -265,13 +271,16 @@ class Client(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if not self.opened.done():
             self.head += data
             if b"\r\n\r\n" not in self.head:
                 return
             head, _, data = self.head.partition(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 101"):
-                self.opened.set_exception(RuntimeError(head.decode(errors="replace")))
+                self.refused = True
+                self.opened.set_exception(ConnectionRefusedError(head.decode(errors="replace")))
                 return
             self.opened.set_result(None)
         data = self.partial + data if self.partial else data
@@ -296,16 +305,26 @@ async def receive(ports: list[int], clients: int) -> None:
     loop = asyncio.get_running_loop()
     totals = Totals()
     transports = []
-    gate = asyncio.Semaphore(128)
+    gate = asyncio.Semaphore(64)
 
     async def open_one(port: int) -> None:
         async with gate:
-            opened: asyncio.Future[None] = loop.create_future()
-            transport, _ = await loop.create_connection(
-                lambda: Client(port, totals, opened), "127.0.0.1", port
-            )
-            await asyncio.wait_for(opened, 30)
-            transports.append(transport)
+            for attempt in range(5):
+                opened: asyncio.Future[None] = loop.create_future()
+                transport, _ = await loop.create_connection(
+                    functools.partial(Client, port, totals, opened), "127.0.0.1", port
+                )
+                try:
+                    await asyncio.wait_for(opened, 30)
+                except ConnectionRefusedError:
+                    # A server that ran out of something (channels_redis: Redis connections
+                    # when many consumers connect at once) may take the next attempt.
+                    transport.close()
+                    await asyncio.sleep(0.1 * (attempt + 1))
+                    continue
+                transports.append(transport)
+                return
+            raise RuntimeError(f"port {port} refused the handshake 5 times")
 
     await asyncio.gather(*(open_one(port) for port in ports for _ in range(clients)))
     print(json.dumps({"ready": len(transports)}), flush=True)
@@ -339,7 +358,10 @@ async def receive(ports: list[int], clients: int) -> None:
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.Popen(
         [sys.executable, __file__, *args],
         env=env,
@@ -356,8 +378,17 @@ class Redis:
             raise SystemExit("redis-server is not installed")
         self.port = free_port()
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -397,6 +428,8 @@ class Server:
                 break
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.process.kill()
+                    self.process.wait()
                     raise RuntimeError(f"the {kind} server did not start") from None
                 time.sleep(0.05)
         self.lines = self.control.makefile("r")
@@ -416,7 +449,18 @@ class Run:
 
     def __init__(self, kind: str, redis: Redis, clients: int, capacity: int) -> None:
         self.clients = clients
-        self.servers = [Server(kind, redis.url, capacity) for _ in range(2)]
+        self.servers: list[Server] = []
+        self.receivers: list[subprocess.Popen[str]] = []
+        try:
+            self._start(kind, redis, capacity)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, kind: str, redis: Redis, capacity: int) -> None:
+        clients = self.clients
+        for _ in range(2):
+            self.servers.append(Server(kind, redis.url, capacity))
         # A receiver per server: one process reading all 2 × N sockets would add the time it
         # takes to go through them to every delay it measures.
         self.receivers = [spawn("receive", str(clients), str(s.port)) for s in self.servers]
@@ -507,7 +551,11 @@ def main() -> None:
     try:
         for kind in options.kinds.split(","):
             redis.flush()
-            run = Run(kind, redis, clients, capacity=messages + paced + 100)
+            try:
+                run = Run(kind, redis, clients, capacity=messages + paced + 100)
+            except RuntimeError as exc:
+                print(f"{kind}: could not be set up: {exc}", flush=True)
+                continue
             try:
                 run.round(10, 0)  # warm up
                 results[kind] = {

@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from starlette.types import Message
 
@@ -263,7 +263,9 @@ class WebSocketBroadcaster:
             raise ValueError("give a broadcaster a url or a backend, not both")
         self.backend = _backend_for(url) if backend is None else backend
         if self.backend is not None:
-            self.backend.listen(self.backend.channel_key(None), functools.partial(self._receive, None))
+            self.backend.listen(
+                self.backend.channel_key(None), functools.partial(self._receive, None)
+            )
 
     def __repr__(self) -> str:
         return f"<WebSocketBroadcaster connections={len(self._sockets)} policy={self.policy!r}>"
@@ -524,7 +526,9 @@ class WebSocketBroadcaster:
                 overloaded.append(ws.connection_id)
         return self._settle(None, frame, item, delivered, overloaded, failed)
 
-    def _encode(self, opcode: int, text: str | None, data: bytes | None) -> tuple[bytes, Item | None]:
+    def _encode(
+        self, opcode: int, text: str | None, data: bytes | None
+    ) -> tuple[bytes, Item | None]:
         """The frame for connections on Haske's protocol and the ASGI message for the others,
         each built only when some tracked connection needs it."""
         frame = b""
@@ -551,7 +555,7 @@ class WebSocketBroadcaster:
             return
         exclude = None
         if options and "x" in options:
-            me = self.backend.node  # type: ignore[union-attr]
+            me = self.backend.node
             exclude = [conn_id for node, conn_id in options["x"] if node == me]
         frame, item = self._encode(opcode, None, payload)
         delivered, overloaded, failed = self._manager.fanout(
@@ -571,8 +575,8 @@ class WebSocketBroadcaster:
         opcode, text, data = _split(message)
         if data is None:
             data = text.encode()  # type: ignore[union-attr]
-        backend.check_size(len(data))  # type: ignore[union-attr]
-        return backend.publish(key, backend.pack(opcode, data, options))  # type: ignore[union-attr]
+        backend.check_size(len(data))
+        return backend.publish(key, backend.pack(opcode, data, options))
 
     def address(self, ws: WebSocket) -> tuple[str, int]:
         """``(process id, connection id)``: names ``ws`` in ``exclude`` from any process."""
@@ -681,8 +685,11 @@ def _exclusions(exclude: Exclude, backend: Any) -> tuple[list[int] | None, list[
     """The ids of this process's connections to leave out, and ``[process, id]`` of others'."""
     if exclude is None:
         return None, []
-    single = isinstance(exclude, (WebSocket, int)) or _is_address(exclude)
-    items = (exclude,) if single else exclude
+    items: Iterable[object]
+    if isinstance(exclude, (WebSocket, int)) or _is_address(exclude):
+        items = (exclude,)
+    else:
+        items = exclude
     me = node_id().hex()
     ids: list[int] = []
     remote: list[list[Any]] = []
@@ -705,7 +712,7 @@ def _exclusions(exclude: Exclude, backend: Any) -> tuple[list[int] | None, list[
     return ids, remote
 
 
-def _is_address(item: object) -> bool:
+def _is_address(item: object) -> TypeGuard[tuple[str, int]]:
     return (
         isinstance(item, tuple)
         and len(item) == 2

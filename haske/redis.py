@@ -133,6 +133,7 @@ class RedisBackend:
         self.lease = lease
         self.timeout = timeout
         self._handlers: dict[bytes, tuple[Callable[..., None], bool]] = {}
+        # This process's id, read again when the backend starts (in a forked worker, say).
         self._node = node_id()
         self._listeners: list[Listener] = []
         self.presences: list[RedisPresence] = []
@@ -182,13 +183,13 @@ class RedisBackend:
     @property
     def node(self) -> str:
         """This process's id on the backend."""
-        return self._node.hex()
+        return node_id().hex()
 
     def pack(self, opcode: int, payload: bytes, options: Any = None) -> bytes:
         """The published form of a message: a small header (with this process's id, so that it
         skips its own messages), the JSON ``options`` if any, the payload."""
         extra = _json.dumps_bytes(options) if options else b""
-        return _HEADER.pack(_FORMAT, opcode, self._node, len(extra)) + extra + payload
+        return _HEADER.pack(_FORMAT, opcode, node_id(), len(extra)) + extra + payload
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -311,7 +312,7 @@ class RedisBackend:
         first, largest = self.backoff
         # Full jitter between half and all of the exponential step, so that processes which lost
         # Redis together do not come back in lockstep.
-        return min(largest, first * 2**attempt) * random.uniform(0.5, 1.0)
+        return float(min(largest, first * 2**attempt) * random.uniform(0.5, 1.0))
 
     # -- subscribing ---------------------------------------------------------------------------
 

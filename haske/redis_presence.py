@@ -231,7 +231,7 @@ class RedisPresence:
         script = self._scripts.get(name)
         if script is None or script.registered_client is not client:
             script = self._scripts[name] = client.register_script(_PRELUDE + _SCRIPTS[name])
-        lease = [self.backend.lease_key(""), int(self.backend.lease * 1000)]
+        lease: list[Any] = [self.backend.lease_key(""), int(self.backend.lease * 1000)]
         return await script(args=[self._base, self.backend.node, *lease, *args])
 
     async def _restore(self) -> None:

@@ -77,11 +77,16 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--protected-mode", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -95,13 +100,14 @@ class RedisServer:
             self.process = None
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """A redis-server for the module's tests; ``stop()`` and ``start()`` it to cut Redis off."""
+def running_redis() -> Iterator[RedisServer]:
+    """A redis-server until the generator is closed (for a fixture)."""
     server = RedisServer()
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class Worker:
@@ -116,9 +122,21 @@ class Worker:
         }
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "--factory", "redis_fixtures:create_app",
-                "--app-dir", str(TESTS), "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws", "haske.server:WebSocketProtocol", "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "redis_fixtures:create_app",
+                "--app-dir",
+                str(TESTS),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ws",
+                "haske.server:WebSocketProtocol",
+                "--log-level",
+                "warning",
             ],
             env=env,
         )

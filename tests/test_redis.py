@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from redis_fixtures import (  # noqa: F401 - redis_server is a fixture
+from redis_fixtures import (
     BACKOFF,
     LEASE,
     LEAVE_GRACE,
@@ -22,7 +22,7 @@ from redis_fixtures import (  # noqa: F401 - redis_server is a fixture
     RedisServer,
     Worker,
     free_port,
-    redis_server,
+    running_redis,
     wait_until,
 )
 
@@ -31,6 +31,12 @@ from haske.broadcast import WebSocketBroadcaster, get_broadcaster, node_id
 from haske.redis import BackendUnavailable, MessageTooLarge, RedisBackend
 
 TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server for these tests; ``stop()`` and ``start()`` it to cut Redis off."""
+    yield from running_redis()
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +64,7 @@ class Client:
         except ValueError:
             return text
 
-    async def until(
-        self, predicate: Callable[[Any], bool], timeout: float = TIMEOUT
-    ) -> list[Any]:
+    async def until(self, predicate: Callable[[Any], bool], timeout: float = TIMEOUT) -> list[Any]:
         """Every message up to and including the first that matches."""
         seen = []
         deadline = time.monotonic() + timeout
@@ -122,7 +126,9 @@ async def test_a_broadcast_from_either_process_reaches_every_member(
         member(b, "other", "sport") as other,
     ):
         for origin, local in ((a, 1), (b, 2)):
-            reply = await post(origin, "/broadcast", {"message": {"n": origin.port}, "channel": "news"})
+            reply = await post(
+                origin, "/broadcast", {"message": {"n": origin.port}, "channel": "news"}
+            )
             # The count is the publishing process's own deliveries.
             assert reply == {"delivered": local}
             for client in (ann, bob, bea):
@@ -258,7 +264,9 @@ async def test_delivery_resumes_after_redis_restarts_and_local_delivery_never_st
             raise AssertionError("no broadcast crossed over after Redis came back")
         # Within the largest backoff step, plus time to connect and resubscribe.
         assert time.monotonic() - back < BACKOFF[1] + 1.5
-        wait_until(lambda: a.health()["connected"] and b.health()["connected"], TIMEOUT, "both back")
+        wait_until(
+            lambda: a.health()["connected"] and b.health()["connected"], TIMEOUT, "both back"
+        )
         health = a.health(), b.health()
         assert health[0]["reconnects"] > reconnects[0] and health[1]["reconnects"] > reconnects[1]
         assert health[0]["buffered"] == 0 and health[0]["errors"] >= 1
