@@ -5,6 +5,7 @@ blocks are a client session (top-level ``await`` allowed) run against that appli
 server. Clients address the server as 127.0.0.1:8000, which is rewritten to the test server.
 The methods the guide's text names (``ws.…``, ``broadcaster.…``, ``sessions.…``) exist.
 docs/running.md: its ``python`` blocks compile and its ``--ws`` classes import.
+docs/configuration.md and README.md: their examples serve what their text says, on a real server.
 """
 
 from __future__ import annotations
@@ -13,19 +14,28 @@ import ast
 import asyncio
 import inspect
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import websockets
+from clients import recv
 from uvicorn.importer import import_from_string
+from websockets.exceptions import InvalidStatus
 
 from haske.ws import LiveSessionManager, WebSocket, WebSocketBroadcaster
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 GUIDE = DOCS / "guide.md"
 RUNNING = DOCS / "running.md"
+CONFIGURATION = DOCS / "configuration.md"
+README = ROOT / "README.md"
 DOCS_ADDRESS = "127.0.0.1:8000"
-FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+# A fence may be indented, inside a list item; its closing fence has the same indentation.
+FENCE = re.compile(r"^([ \t]*)```([^\n`]*)\n(.*?)^\1```[ \t]*$", re.MULTILINE | re.DOTALL)
 BLOCK_TIMEOUT = 10.0
 #: The receivers the guide's text uses, and their classes.
 RECEIVERS = {"ws": WebSocket, "broadcaster": WebSocketBroadcaster, "sessions": LiveSessionManager}
@@ -46,7 +56,7 @@ class Block:
 def blocks(path: Path) -> list[Block]:
     text = path.read_text(encoding="utf-8")
     return [
-        Block(match[1].strip(), match[2], text.count("\n", 0, match.start(2)))
+        Block(match[2].strip(), textwrap.dedent(match[3]), text.count("\n", 0, match.start(3)))
         for match in FENCE.finditer(text)
     ]
 
@@ -101,3 +111,49 @@ def test_running_examples_are_valid() -> None:
     assert protocols == {"haske.server:WebSocketProtocol"}
     for protocol in protocols:
         assert inspect.isclass(import_from_string(protocol))
+
+
+def python_blocks(path: Path) -> list[Block]:
+    return [block for block in blocks(path) if block.info == "python"]
+
+
+async def refusal(url: str, **options: Any) -> InvalidStatus:
+    try:
+        async with websockets.connect(url, **options):
+            raise AssertionError(f"{url} was accepted")
+    except InvalidStatus as refused:
+        return refused
+
+
+async def test_the_configuration_examples_run(serve: Any) -> None:
+    protocols, example = python_blocks(CONFIGURATION)
+    subclasses: dict[str, Any] = {"__name__": "myprotocols"}
+    exec(protocols.compile(CONFIGURATION), subclasses)
+    assert subclasses["ChatProtocol"].idle_timeout == 300.0
+    assert subclasses["ChatHttp"].handshake_timeout == 10.0
+
+    namespace: dict[str, Any] = {"__name__": "myapp"}
+    exec(example.compile(CONFIGURATION), namespace)
+    server = serve(namespace["app"])
+    # The app's auth hook guards /widget, which takes pages of any site.
+    refused = await refusal(server.url + "/widget", origin="https://elsewhere.example")
+    assert refused.response.status_code == 401
+    assert refused.response.headers["WWW-Authenticate"] == "Bearer"
+    url = server.url + "/widget?token=s3cret"
+    async with websockets.connect(url, origin="https://elsewhere.example") as client:
+        assert await recv(client) == '{"hello":"Ana"}'
+
+
+async def test_the_readme_example_runs(serve: Any) -> None:
+    (example,) = python_blocks(README)
+    namespace: dict[str, Any] = {"__name__": "app"}
+    exec(example.compile(README), namespace)
+    server = serve(namespace["app"])
+    async with websockets.connect(server.url + "/ws") as client:
+        assert await recv(client) == "Welcome to Haske Chat!"
+        await client.send("hi")
+        assert await recv(client) == "You said: hi"
+        async with httpx.AsyncClient() as http:
+            reply = await http.post(server.http_url + "/notify")
+        assert reply.text.startswith("sent to ")
+        assert await recv(client) == '{"event":"new_post"}'

@@ -3,19 +3,18 @@ uvicorn servers (Haske's protocol and uvicorn's ``websockets`` protocol)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 import websockets
+from clients import eventually, receive, recv
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
 
 from haske import _backends
 from haske.app import Haske
@@ -28,8 +27,7 @@ from haske.ws import (
     websocket_handshake,
 )
 
-TIMEOUT = 5.0
-
+# isort: split
 # -- "Defining a WebSocket route", verbatim ------------------------------------------------------
 
 from haske.ws import websocket_route
@@ -130,20 +128,6 @@ async def helpers(ws: WebSocket) -> None:
         await ws.send_json({"not_supported": str(exc)})
 
 
-def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
-    """The next message the app sent, failing instead of hanging."""
-
-    async def get() -> Message:
-        with anyio.fail_after(timeout):
-            return await session._send_rx.receive()
-
-    return session.portal.call(get)
-
-
-async def recv(client: Any) -> Any:
-    return await asyncio.wait_for(client.recv(), TIMEOUT)
-
-
 # -- tests ----------------------------------------------------------------------------------------
 
 
@@ -182,11 +166,7 @@ async def test_the_chat_socket_on_real_servers_ends_cleanly_when_the_client_leav
                 reply = await http.post(server.http_url + "/guide/announce", content="to everyone")
             assert reply.json() == {"delivered": tracked + 1}
             assert await recv(client) == "to everyone"
-        for _ in range(500):
-            if len(get_broadcaster()) == tracked:
-                break
-            await asyncio.sleep(0.01)
-        assert len(get_broadcaster()) == tracked
+        await eventually(lambda: len(get_broadcaster()) == tracked)
     assert not [r for r in caplog.records if r.name.startswith("haske")], caplog.text
 
 
@@ -237,10 +217,7 @@ async def test_live_sessions_targeted_and_to_everyone(serve: Any, ws_impl: str) 
     finally:
         for client in (ada, bob, other):
             await client.close()
-    for _ in range(500):
-        if sessions.get_session_count() == 0:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sessions.get_session_count() == 0)
     assert sessions.get_session_ids() == []
 
 
@@ -259,10 +236,21 @@ async def test_the_wrapper_helpers(serve: Any, ws_impl: str) -> None:
             assert "not_supported" in reply and "haske.server:WebSocketProtocol" in reply
 
 
+def test_the_decorator_registers_a_websocket_route() -> None:
+    assert isinstance(chat_socket, WebSocketRoute)
+    assert chat_socket.path == "/ws"
+
+
 def test_broadcasting_uses_the_selected_manager() -> None:
     from haske.ws import get_broadcaster
 
     assert type(get_broadcaster()._manager) is _backends.broadcast.BroadcastManager
+
+
+def test_the_handshake_utilities_use_the_selected_implementation() -> None:
+    from haske import ws
+
+    assert ws._handshake is _backends.handshake
 
 
 def test_websocket_handshake_computes_the_accept_header() -> None:

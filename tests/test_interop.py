@@ -12,10 +12,11 @@ import picows
 import pytest
 import websocket as websocket_client
 import websockets.asyncio.client
+from conformance.app import echo, echo_messages
 from conftest import LiveServer
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from haske._backends import frames
 from haske.connection import OP_BINARY, OP_CONTINUATION, OP_TEXT
@@ -24,25 +25,6 @@ TIMEOUT = 10
 LARGE = 16 * 1024 * 1024  # uvicorn's default ws_max_size: the largest message allowed
 TEXT = "héllo wörld ✓ " * 3
 BINARY = bytes(range(256)) * 4
-
-
-async def echo(websocket: WebSocket) -> None:
-    await websocket.accept()
-    await echo_messages(websocket)
-
-
-async def echo_messages(websocket: WebSocket) -> None:
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("text") is not None:
-                await websocket.send_text(message["text"])
-            else:
-                await websocket.send_bytes(message["bytes"])
-    except WebSocketDisconnect:
-        return
 
 
 async def fragments(websocket: WebSocket) -> None:

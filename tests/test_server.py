@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from conformance.app import echo
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
@@ -51,21 +52,6 @@ async def client(url: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
 
 async def recv(ws: ClientConnection) -> Any:
     return await asyncio.wait_for(ws.recv(), TIMEOUT)
-
-
-async def echo(websocket: WebSocket) -> None:
-    await websocket.accept()
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("text") is not None:
-                await websocket.send_text(message["text"])
-            else:
-                await websocket.send_bytes(message["bytes"])
-    except WebSocketDisconnect:
-        return
 
 
 class RawClient:

@@ -1,5 +1,6 @@
-"""The echo endpoint the conformance cases run against: every message comes back unchanged.
+"""The echo endpoint: every message comes back unchanged.
 
+The conformance cases run against it, and the server and interoperability tests serve it too.
 Serve it by hand with ``uvicorn tests.conformance.app:app --ws haske.server:WebSocketProtocol``.
 """
 
@@ -11,7 +12,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 async def echo(websocket: WebSocket) -> None:
+    """Accept, then send every message back until the client leaves."""
     await websocket.accept()
+    await echo_messages(websocket)
+
+
+async def echo_messages(websocket: WebSocket) -> None:
+    """Send every message of an accepted connection back, as text or bytes as it came."""
     try:
         while True:
             message = await websocket.receive()
