@@ -2,10 +2,10 @@
 
 A broadcast never awaits a socket. Each connection has an outbound queue bounded in bytes: on
 Haske's protocol the connection's own write buffer (the frame is encoded once per broadcast and the
-same bytes are handed to every connection), on other ASGI servers an :class:`Outbox` drained by one
-sender task per connection. A connection whose queue is full is handled by the policy of the channel
-(or of the broadcaster): ``"close"`` (close with 1013 "try again later"), ``"drop_oldest"`` or
-``"drop_newest"``. Everyone else keeps getting every message.
+same bytes are handed to every connection), on other ASGI servers an :class:`Outbox`, which sends at
+once and only queues while the server makes a send wait. A connection whose queue is full is
+handled by the policy of the channel (or of the broadcaster): ``"close"`` (close with 1013 "try
+again later"), ``"drop_oldest"`` or ``"drop_newest"``. Everyone else keeps getting every message.
 
 With a Redis backend (``WebSocketBroadcaster("redis://...")``, or ``HASKE_BROADCAST_URL`` for the
 default broadcaster) each broadcast is also published once for the other processes, which deliver
@@ -19,10 +19,12 @@ import collections
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, Literal, TypeGuard
 
 from starlette.types import Message
+from starlette.websockets import WebSocketDisconnect
 
 from haske import _json, limits
 from haske._backends import broadcast as _manager_backend
@@ -55,8 +57,8 @@ Item = tuple[Message, int]
 
 
 class ChannelNotFound(KeyError):
-    """A broadcast named a channel that does not exist (or no longer does: a channel that
-    ``subscribe()`` created goes away with its last member)."""
+    """A membership query (``count``, ``connections``) named a channel that does not exist, or
+    no longer does: a channel that ``subscribe()`` created goes away with its last member."""
 
     def __init__(self, channel: str) -> None:
         super().__init__(channel)
@@ -84,19 +86,22 @@ def _check_policy(policy: str) -> None:
 class Outbox:
     """The outbound queue of one connection on a standard ASGI server, bounded in bytes.
 
-    ``write`` never waits: it queues the message and returns True, or returns False when the
-    queue is over ``limit`` (a message larger than the limit is still taken when the queue is
-    empty, so big messages are not refused forever). One task per connection sends the queue in
-    order. It starts with the first message and then waits for the next ones, because starting
-    a task per broadcast would cost more than the send; ``clear()`` (on close) ends it.
+    ``write`` never waits. While nothing is queued it sends at once: it starts the server's ASGI
+    ``send(message)`` and, as a send almost always does, it completes without suspending, so a
+    fan-out costs no task switch per connection. A send that does suspend (the transport is
+    paused: the client is slow) goes on in a task of its own, and the messages written meanwhile
+    queue behind it, up to ``limit`` bytes: past it ``write`` returns False (a message larger
+    than the limit is still taken when the queue is empty, so big messages are not refused
+    forever). The task sends the queue in order and ends once it is empty; ``clear()`` (on
+    close) stops it.
     """
 
     __slots__ = (
         "_done",
-        "_idle",
         "_loop",
         "_on_lost",
         "_queue",
+        "_send",
         "_size",
         "_task",
         "_waiters",
@@ -108,13 +113,14 @@ class Outbox:
     def __init__(self, ws: WebSocket, limit: int, on_lost: Callable[[WebSocket], None]) -> None:
         self.limit = limit
         self._ws = ws
+        # The server's own ASGI send: the wrapper's state is checked here, once per message.
+        self._send: Callable[[Message], Awaitable[None]] = ws.websocket._send
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[Item] = collections.deque()
         self._size = 0
-        self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.Future[None] | None = None  # the sender waits on it when all is sent
-        # Messages ever queued, and those sent or discarded: flush() waits on these.
+        self._task: asyncio.Task[None] | None = None  # sending what had to wait
+        # Messages ever written, and those sent or discarded: flush() waits on these.
         self._written = 0
         self._done = 0
         self._waiters: list[asyncio.Future[None]] = []
@@ -125,18 +131,31 @@ class Outbox:
         return self._size
 
     def write(self, item: Item) -> bool:
-        if self._queue and self._size + item[1] > self.limit:
-            return False
-        self._queue.append(item)
-        self._size += item[1]
+        """Send or queue a message; False (taking nothing) when the queue is full.
+
+        ``ConnectionClosed`` (or what the server raised) when a send fails at once.
+        """
+        if self._task is not None:
+            if self._queue and self._size + item[1] > self.limit:
+                return False
+            self._queue.append(item)
+            self._size += item[1]
+            self._written += 1
+            return True
         self._written += 1
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            if not idle.done():
-                idle.set_result(None)
-        elif self._task is None:
-            self._task = self._loop.create_task(self._run())
+        self._done += 1  # sent, moved to the task, or failed: nothing is left queued
+        ws = self._ws
+        if ws._close_code is not None:
+            raise ws._closed_error()
+        sending = self._send(item[0]).__await__()
+        try:
+            waiting = sending.send(None)
+        except StopIteration:
+            return True
+        except Exception as exc:  # noqa: BLE001 - whatever the server raised, the send failed
+            raise self._failure(exc) from None
+        self._done -= 1
+        self._task = self._loop.create_task(self._finish(sending, waiting))
         return True
 
     def drop_oldest(self, nbytes: int) -> bool:
@@ -150,9 +169,9 @@ class Outbox:
         return dropped > 0
 
     async def flush(self) -> None:
-        """Wait until the messages queued so far were sent (or discarded, or the peer is gone).
+        """Wait until the messages written so far were sent (or discarded, or the peer is gone).
 
-        Messages queued meanwhile are not waited for, so a steady stream of broadcasts cannot
+        Messages written meanwhile are not waited for, so a steady stream of broadcasts cannot
         starve a direct send.
         """
         target = self._written
@@ -167,7 +186,6 @@ class Outbox:
         """Forget everything queued and stop the sender task."""
         self._queue.clear()
         self._size = 0
-        self._idle = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -180,35 +198,66 @@ class Outbox:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _run(self) -> None:
+    async def _finish(self, sending: Generator[Any, Any, None], waiting: Any) -> None:
+        """Finish the send that suspended, then send what queued behind it, in order."""
         queue = self._queue
+        ws = self._ws
         try:
-            while True:
-                while queue:
-                    message, size = queue.popleft()
-                    self._size -= size
-                    await self._ws._send_message(message)
-                    self._done += 1
-                    if self._waiters:
-                        self._advance(0)
-                self._idle = self._loop.create_future()
-                await self._idle
-        except ConnectionClosed:
-            self._lost()
-        except Exception:
-            logger.exception("sending a broadcast to %r failed", self._ws)
-            self._lost()
+            await _resume(sending, waiting)
+            self._advance(1)
+            while queue:
+                message, size = queue.popleft()
+                self._size -= size
+                if ws._close_code is not None:
+                    raise ws._closed_error()
+                await self._send(message)
+                self._advance(1)
+        except Exception as exc:  # noqa: BLE001 - whatever the server raised, the peer is lost
+            self._failure(exc)
+            self._queue.clear()
+            self._size = 0
+            self._advance(self._written - self._done)
+            self._on_lost(ws)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
                 self._advance(0)
 
-    def _lost(self) -> None:
-        self._queue.clear()
-        self._size = 0
-        self._idle = None
-        self._advance(self._written - self._done)
-        self._on_lost(self._ws)
+    def _failure(self, exc: Exception) -> Exception:
+        """Record on the WebSocket that a send failed, as its own sends do; the error to raise."""
+        ws = self._ws
+        if isinstance(exc, WebSocketDisconnect):
+            code = exc.code
+        elif isinstance(exc, (OSError, RuntimeError)):
+            code = 1006  # servers differ in what they raise once the connection went away
+        else:
+            logger.error("sending a broadcast to %r failed", ws, exc_info=exc)
+            return exc
+        if ws._close_code is None:
+            ws._close_code, ws._close_reason = code, getattr(exc, "reason", None) or ""
+        return ws._closed_error()
+
+
+@types.coroutine
+def _resume(awaiting: Generator[Any, Any, Any], waiting: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of an awaitable (its ``__await__()``) that already ran up to ``waiting``,
+    its first suspension, outside of any task: what the task sends or throws in goes on to it."""
+    while True:
+        try:
+            value = yield waiting
+        except GeneratorExit:
+            awaiting.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - cancellation too belongs to the awaitable
+            try:
+                waiting = awaiting.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                waiting = awaiting.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 class WebSocketBroadcaster:
@@ -297,7 +346,7 @@ class WebSocketBroadcaster:
                 outbox = ws.outbound = Outbox(ws, limit, self._lost)
             self._manager.add_connection(ws.connection_id, outbox.write)
         self._sockets[ws.connection_id] = ws
-        ws._finalizers[self] = self._detach
+        ws._add_finalizer(self, self._detach)
         if self.backend is not None:
             self.backend.start()
 
@@ -315,7 +364,7 @@ class WebSocketBroadcaster:
         self._manager.remove_connection(ws.connection_id)
         for channel in joined:
             self._prune(channel)
-        ws._finalizers.pop(self, None)
+        ws._remove_finalizer(self)
         if ws.native:
             self._native -= 1
         return True
@@ -468,13 +517,14 @@ class WebSocketBroadcaster:
 
         ``str`` goes out as a text message, bytes as a binary one, a dict or list as JSON text
         (encoded once). ``exclude`` is a connection, a connection id, or several. Returns how
-        many connections were handed the message; it does not wait for any of them.
-        :class:`ChannelNotFound` if ``channel`` does not exist.
+        many connections were handed the message; it does not wait for any of them. A channel
+        with no member counts 0, whether it never existed, was removed, or went away with its
+        last member: a handler broadcasting to its own room can always do so.
 
         With a backend, the message is also published once for the other processes, which
         deliver it to their own connections (``exclude`` names theirs with :meth:`address`).
-        The count is still this process's deliveries, and a channel with no member here is not
-        an error. ``MessageTooLarge`` (nothing sent) above the backend's ``max_message_size``.
+        The count is still this process's deliveries. ``MessageTooLarge`` (nothing sent) above
+        the backend's ``max_message_size``.
         """
         opcode, text, data = _split(message)
         local, remote = _exclusions(exclude, self.backend)
@@ -488,9 +538,7 @@ class WebSocketBroadcaster:
             delivered, overloaded, failed = self._manager.fanout(
                 frame, channel, message=item, exclude=local
             )
-        except KeyError:
-            if backend is None:
-                raise ChannelNotFound(channel) from None  # type: ignore[arg-type]
+        except KeyError:  # no such channel here: nobody to deliver to
             delivered, overloaded, failed = 0, [], []
         delivered = self._settle(channel, frame, item, delivered, overloaded, failed)
         if backend is not None:

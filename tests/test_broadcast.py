@@ -14,39 +14,18 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 import websockets
+from clients import TIMEOUT, eventually, receive
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message
 
 from haske._backends import frames
 from haske.app import Haske
 from haske.broadcast import ChannelLimitExceeded, ChannelNotFound, WebSocketBroadcaster
 from haske.ws import WebSocket
-
-TIMEOUT = 5.0
-
-
-def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
-    """The next message the app sent, failing instead of hanging."""
-
-    async def get() -> Message:
-        with anyio.fail_after(timeout):
-            return await session._send_rx.receive()
-
-    return session.portal.call(get)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -171,17 +150,30 @@ def test_messages_keep_their_kind_and_objects_become_json_text(clients: Clients)
             clients.call(b.broadcast, bad)
 
 
-def test_an_unknown_channel_is_a_clear_key_error(clients: Clients) -> None:
+def test_asking_about_an_unknown_channel_is_a_clear_key_error(clients: Clients) -> None:
     b = clients.broadcaster
     with pytest.raises(ChannelNotFound) as raised:
-        clients.call(b.broadcast, "hello", channel="nope")
+        b.count("nope")
     assert isinstance(raised.value, KeyError)
     assert raised.value.channel == "nope"
     assert "'nope'" in str(raised.value) and "create_channel('nope')" in str(raised.value)
     with pytest.raises(ChannelNotFound):
         b.get_channel_connections("nope")
     with pytest.raises(ChannelNotFound):
-        b.count("nope")
+        b.connections("nope")
+
+
+def test_a_broadcast_to_a_channel_nobody_is_in_counts_zero(clients: Clients) -> None:
+    b = clients.broadcaster
+    session = clients.connect("ada", "room")
+    clients.call(b.create_channel, "lobby")
+    clients.call(b.create_channel, "gone")
+    clients.call(b.remove_channel, "gone")
+    for channel in ("never-created", "lobby", "gone"):
+        assert clients.call(b.broadcast, f"to {channel}", channel=channel) == 0
+    assert clients.call(b.broadcast, "to room", channel="room") == 1
+    assert receive(session)["text"] == "to room"
+    assert b.stats()["broadcasts"] == 4 and b.stats()["delivered"] == 1
 
 
 def test_subscribe_creates_channels_on_demand_up_to_the_limit(broadcast_impl: ModuleType) -> None:
@@ -225,7 +217,9 @@ def test_channels_made_on_demand_go_with_their_last_member(clients: Clients) -> 
     assert len(b) == 0
     assert b.channels() == ["lobby"]  # created with create_channel(): it stays
     with pytest.raises(ChannelNotFound):
-        clients.call(b.broadcast, "anyone?", channel="doc:1")
+        b.count("doc:1")
+    # A handler that still broadcasts to its room after the last member left reaches nobody.
+    assert clients.call(b.broadcast, "anyone?", channel="doc:1") == 0
 
 
 def test_the_original_haske_names_work(clients: Clients) -> None:
@@ -400,6 +394,44 @@ async def test_a_burst_reaches_every_real_client_in_order(
     finally:
         for client in clients:
             await client.close()
+
+
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken(
+    serve: Any, ws_impl: str, broadcast_impl: ModuleType
+) -> None:
+    broadcaster = WebSocketBroadcaster(
+        manager=broadcast_impl.BroadcastManager(), outbound_limit=64 * 1024 * 1024
+    )
+    app = subscriber_app(broadcaster)
+    count, pad = 2000, "x" * 4000
+
+    @app.websocket("/control", broadcaster=WebSocketBroadcaster())
+    async def control(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive_text()
+        (target,) = broadcaster.connections()
+        for seq in range(count):
+            await broadcaster.broadcast(f'{{"seq":{seq},"pad":"{pad}"}}')
+        queued = target.buffered_amount
+        await target.send_text("direct")
+        await ws.send_json({"queued": queued, "stats": broadcaster.stats()})
+
+    server = serve(app, ws=ws_impl)
+    slow = await RawClient.connect(server.port, "/sub/slow", rcvbuf=4096)
+    try:
+        assert (await slow.frame()).payload == b"ready"
+        async with websockets.connect(server.url + "/control") as controller:
+            await controller.send("go")
+            seqs = [seq_of((await slow.frame()).payload) for _ in range(count)]
+            assert seqs == list(range(count))
+            assert (await slow.frame()).payload == b"direct"
+            report = json.loads(await asyncio.wait_for(controller.recv(), TIMEOUT))
+        assert report["queued"] > 0  # the sends had to wait for the client
+        assert report["stats"]["delivered"] == count
+        assert report["stats"]["dropped"] == report["stats"]["closed"] == 0
+    finally:
+        slow.hang_up()
 
 
 SLOW_LIMIT = 256 * 1024
