@@ -14,6 +14,7 @@ Events are ``(kind, value)`` pairs, ``kind`` being the opcode of what arrived:
 ``OP_PONG``      a pong: its payload
 ``OP_CLOSE``     the connection is closed: ``(code, reason)``; see :attr:`Connection.close_code`
 ``FRAME``        in frame mode, a data frame as the decoder returned it (no reassembly)
+``ERROR``        with ``defer_failure``, the peer broke the protocol: ``(code, reason)``
 ===============  =====================================================================
 """
 
@@ -29,6 +30,8 @@ from haske.exceptions import ConnectionClosed, ProtocolError
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 #: Event kind of a data frame delivered in frame mode (not an opcode: opcodes stop at 15).
 FRAME = 16
+#: Event kind of a protocol error whose failure is left to the caller (``defer_failure``).
+ERROR = 17
 
 #: Connection states.
 OPEN, CLOSING, CLOSED = 1, 2, 3
@@ -77,6 +80,16 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     except UnicodeDecodeError:
         raise ProtocolError(1007, "close reason is not valid UTF-8") from None
     return code, reason
+
+
+def _check_pending_utf8(utf8: codecs.IncrementalDecoder) -> None:
+    """Fail on a UTF-16 surrogate that the incremental decoder holds back.
+
+    CPython keeps ED A0-BF pending until the sequence is complete, but it can never be valid.
+    """
+    pending = utf8.getstate()[0]
+    if len(pending) > 1 and pending[0] == 0xED and pending[1] > 0x9F:
+        raise ProtocolError(1007, "invalid UTF-8 in a text message")
 
 
 def _frame_extent(entry: bytes, pos: int) -> tuple[int, int] | None:
@@ -136,6 +149,11 @@ class Connection:
     ``client=False`` is the server side: incoming frames must be masked and outgoing ones are not;
     ``client=True`` is the reverse. ``frames`` is the frame codec module; by default the one the
     capability probe chose.
+
+    On a protocol error the connection fails at once: the close frame is queued and the last
+    event is ``OP_CLOSE``. With ``defer_failure=True`` the last event is ``ERROR`` instead and
+    the connection stays open for sending, so that the messages that arrived before the error
+    can still be answered; nothing more is read, and the caller calls :meth:`fail`.
     """
 
     def __init__(
@@ -145,6 +163,7 @@ class Connection:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         frames: ModuleType | None = None,
+        defer_failure: bool = False,
     ) -> None:
         if max_message_size <= 0:
             raise ValueError("max_message_size must be positive")
@@ -166,7 +185,9 @@ class Connection:
         self.close_sent: tuple[int, str] | None = None
         self.close_received: tuple[int, str] | None = None
         self._out: list[bytes] = []
-        self._out_size = 0
+        #: Bytes queued and not yet handed over by :meth:`data_to_send` (an attribute, not a
+        #: property: the server reads it for every message and every broadcast frame).
+        self.pending_bytes = 0
         # The message being reassembled: its opcode (0: none), size so far, parts, and whether
         # it is delivered frame by frame.
         self._msg_opcode = 0
@@ -174,13 +195,17 @@ class Connection:
         self._msg_parts: list[Any] = []
         self._msg_framed = False
         self._utf8 = _Utf8Decoder()
+        # Checks the part of a text frame that arrived, from the message's state at its start.
+        self._partial_utf8 = _Utf8Decoder()
+        self._defer_failure = defer_failure
+        self._failed = False
 
     # Incoming data
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[tuple[int, Any]]:
         """Take bytes from the peer and return the events they complete."""
         events: list[tuple[int, Any]] = []
-        if self.state == CLOSED:
+        if self.state == CLOSED or self._failed:
             return events
         decoder = self._decoder
         try:
@@ -205,6 +230,8 @@ class Connection:
                         events.append((OP_BINARY, frame.payload))
                 else:
                     self._data_frame(frame, events)
+            if decoder.buffered and self.state == OPEN:
+                self._check_partial()
         except ProtocolError as exc:
             self._fail(exc.code, exc.reason, events)
         except UnicodeDecodeError:
@@ -236,11 +263,7 @@ class Connection:
             # Fails at the first invalid byte, even when a sequence spans fragments.
             part: Any = self._utf8.decode(payload, fin)
             if not fin:
-                # CPython holds back ED A0-BF (a UTF-16 surrogate, never valid) until the
-                # sequence is complete; fail on it now.
-                pending = self._utf8.getstate()[0]
-                if len(pending) > 1 and pending[0] == 0xED and pending[1] > 0x9F:
-                    raise ProtocolError(1007, "invalid UTF-8 in a text message")
+                _check_pending_utf8(self._utf8)
         else:
             part = payload
         if self._msg_framed:
@@ -254,6 +277,24 @@ class Connection:
                 events.append((OP_TEXT if text else OP_BINARY, joined))
                 self._msg_parts = []
             self._msg_opcode = 0
+
+    def _check_partial(self) -> None:
+        """Fail fast on invalid UTF-8 in a text frame whose payload is still arriving (§8.1)."""
+        partial = self._decoder.read_partial()
+        if partial is None:
+            return
+        opcode, offset, data = partial
+        utf8 = self._partial_utf8
+        if opcode == OP_TEXT and not self._msg_opcode:
+            if not offset:
+                utf8.reset()
+        elif opcode == OP_CONTINUATION and self._msg_opcode == OP_TEXT:
+            if not offset:
+                utf8.setstate(self._utf8.getstate())
+        else:
+            return
+        utf8.decode(data)
+        _check_pending_utf8(utf8)
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[tuple[int, Any]]) -> None:
         if opcode == OP_PING:
@@ -277,6 +318,10 @@ class Connection:
         self.state = CLOSED
 
     def _fail(self, code: int, reason: str, events: list[tuple[int, Any]]) -> None:
+        if self._defer_failure and self.state == OPEN:
+            self._failed = True
+            events.append((ERROR, (code, reason)))
+            return
         self.fail(code, reason)
         events.append((OP_CLOSE, (code, reason)))
 
@@ -290,7 +335,7 @@ class Connection:
         if len(payload) < LARGE_PAYLOAD and self._mask is None:
             frame = self._encode(OP_TEXT, payload)
             self._out.append(frame)
-            self._out_size += len(frame)
+            self.pending_bytes += len(frame)
         else:
             self._send_data(OP_TEXT, payload)
 
@@ -303,7 +348,7 @@ class Connection:
         if len(payload) < LARGE_PAYLOAD and self._mask is None:
             frame = self._encode(OP_BINARY, payload)
             self._out.append(frame)
-            self._out_size += len(frame)
+            self.pending_bytes += len(frame)
         else:
             self._send_data(OP_BINARY, payload)
 
@@ -311,11 +356,11 @@ class Connection:
         if len(payload) < LARGE_PAYLOAD or self._mask:
             frame = self._encode(opcode, payload, fin=fin, mask=self._mask)
             self._out.append(frame)
-            self._out_size += len(frame)
+            self.pending_bytes += len(frame)
         else:
             header = self._header(opcode, len(payload), fin=fin)
             self._out += (header, payload)
-            self._out_size += len(header) + len(payload)
+            self.pending_bytes += len(header) + len(payload)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping."""
@@ -375,7 +420,7 @@ class Connection:
             raise self._closed_error()
         # _queue, inlined: a broadcast calls this once per member.
         self._out.append(data)
-        self._out_size += len(data)
+        self.pending_bytes += len(data)
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection: send a close frame with ``code`` (unless one was sent) and stop."""
@@ -388,7 +433,7 @@ class Connection:
 
     def _queue(self, data: bytes) -> None:
         self._out.append(data)
-        self._out_size += len(data)
+        self.pending_bytes += len(data)
 
     def _closed_error(self) -> ConnectionClosed:
         code, reason = self.close_code, self.close_reason
@@ -417,13 +462,8 @@ class Connection:
         out = self._out
         if out:
             self._out = []
-            self._out_size = 0
+            self.pending_bytes = 0
         return out
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes queued and not yet handed over by :meth:`data_to_send`."""
-        return self._out_size
 
     def drop_oldest(self, nbytes: int) -> bool:
         """Discard the oldest queued complete messages until ``nbytes`` are freed.
@@ -441,5 +481,5 @@ class Connection:
             else:
                 kept += entries[start:stop]
         self._out = kept
-        self._out_size -= freed
+        self.pending_bytes -= freed
         return freed >= nbytes

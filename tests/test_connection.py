@@ -10,6 +10,7 @@ import pytest
 from haske.connection import (
     CLOSED,
     CLOSING,
+    ERROR,
     FRAME,
     LARGE_PAYLOAD,
     OP_BINARY,
@@ -328,6 +329,145 @@ def failure_code_client(conn: Connection, events: list[tuple[int, Any]], frames:
     close = list(decoder)[-1]
     assert close.opcode == OP_CLOSE and events[-1][0] == OP_CLOSE
     return int.from_bytes(close.payload[:2], "big")
+
+
+# §8.1 Fail fast inside a frame whose payload is still arriving
+
+
+def frame_in_parts(
+    frames: ModuleType, opcode: int, parts: list[bytes], fin: bool = True
+) -> list[bytes]:
+    """One masked frame cut where ``parts`` meet: the header comes with the first part."""
+    data = client(frames, opcode, b"".join(parts), fin=fin)
+    tail: list[bytes] = []
+    for part in reversed(parts[1:]):
+        cut = len(data) - len(part)
+        data, tail = data[:cut], [data[cut:], *tail]
+    return [data, *tail]
+
+
+KOSME = "κόσμε".encode()
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [KOSME, b"\xf4\x90\x80\x80", b"edited"],  # Autobahn 6.4.3
+        [KOSME + b"\xf4", b"\x90", b"\x80\x80edited"],  # 6.4.4: split at the invalid octet
+        [b"a\xed", b"\xa0", b"\x80z"],  # a UTF-16 surrogate, held back by the decoder
+    ],
+    ids=["at-a-code-point", "at-the-invalid-octet", "surrogate"],
+)
+def test_invalid_utf8_fails_before_the_frame_is_complete(
+    conn: Connection, frames: ModuleType, parts: list[bytes]
+) -> None:
+    """§8.1: a text frame fails at its first invalid byte, before the rest of it arrives."""
+    first, second, _ = frame_in_parts(frames, OP_TEXT, parts)
+    assert conn.receive_data(first) == []
+    events = conn.receive_data(second)
+    assert failure_code(conn, events, frames) == 1007
+
+
+def test_invalid_utf8_in_a_continuation_in_progress_fails(
+    conn: Connection, frames: ModuleType
+) -> None:
+    """§8.1: a continuation frame still arriving is checked from where the message stands."""
+    assert conn.receive_data(client(frames, OP_TEXT, KOSME + b"\xf4", fin=False)) == []
+    first, second = frame_in_parts(frames, OP_CONTINUATION, [b"", b"\x90\x80\x80"])
+    assert conn.receive_data(first) == []
+    events = conn.receive_data(second)
+    assert failure_code(conn, events, frames) == 1007
+
+
+def test_valid_text_arriving_byte_by_byte_is_delivered_once(
+    conn: Connection, frames: ModuleType
+) -> None:
+    """§5.4, §8.1: checking the parts of a frame as they come changes nothing when they are valid."""
+    text = "Hello-µ@ßöäüàá-UTF-8!! €𝄞"
+    data = client(frames, OP_TEXT, text[:7].encode(), fin=False) + client(
+        frames, OP_CONTINUATION, text[7:].encode()
+    )
+    events = [
+        event for byte in range(len(data)) for event in conn.receive_data(data[byte : byte + 1])
+    ]
+    assert events == [(OP_TEXT, text)]
+    assert conn.state == OPEN
+
+
+def test_binary_in_progress_is_not_checked(conn: Connection, frames: ModuleType) -> None:
+    """§5.6: a binary frame whose payload is still arriving is arbitrary data."""
+    first, second = frame_in_parts(frames, OP_BINARY, [b"\xff\xfe", b"\xc0"])
+    assert conn.receive_data(first) == []
+    assert conn.receive_data(second) == [(OP_BINARY, b"\xff\xfe\xc0")]
+
+
+def test_text_in_progress_after_our_close_is_not_checked(
+    conn: Connection, frames: ModuleType
+) -> None:
+    """§1.4: after our close frame, data frames are discarded, valid or not."""
+    conn.send_close(1000)
+    first, second = frame_in_parts(frames, OP_TEXT, [b"ok", b"\xff"])
+    assert conn.receive_data(first) == []
+    assert conn.receive_data(second) == []
+    assert conn.state == CLOSING
+
+
+# §7.1.7 Failing the connection, deferred
+
+
+@pytest.fixture
+def deferring(frames: ModuleType) -> Connection:
+    return Connection(frames=frames, defer_failure=True)
+
+
+def test_deferred_failure_reports_the_error_after_the_messages(
+    deferring: Connection, frames: ModuleType
+) -> None:
+    """§7.1.7: with defer_failure, the messages before the error come first, then ERROR."""
+    data = client(frames, OP_TEXT, b"one") + bytes((0x83, 0x80)) + KEY + client(frames, OP_PING)
+    events = deferring.receive_data(data)
+    assert events == [(OP_TEXT, "one"), (ERROR, (1002, "reserved opcode 0x3"))]
+    assert deferring.state == OPEN
+    assert sent(deferring) == b""
+
+
+def test_deferred_failure_lets_replies_go_before_the_close(
+    deferring: Connection, frames: ModuleType
+) -> None:
+    """§7.1.7: replies queued before fail() leave before its close frame; then nothing is sent."""
+    events = deferring.receive_data(
+        client(frames, OP_TEXT, b"hi") + client(frames, OP_TEXT, b"\xff")
+    )
+    assert events == [(OP_TEXT, "hi"), (ERROR, (1007, "invalid UTF-8 in a text message"))]
+    deferring.send_text("hi")
+    deferring.fail(1007, "invalid UTF-8 in a text message")
+    decoder = frames.FrameDecoder(require_mask=False)
+    decoder.feed(sent(deferring))
+    replies = list(decoder)
+    assert [f.opcode for f in replies] == [OP_TEXT, OP_CLOSE]
+    assert replies[1].payload[:2] == (1007).to_bytes(2, "big")
+    assert deferring.state == CLOSED
+    with pytest.raises(ConnectionClosed):
+        deferring.send_text("late")
+
+
+def test_nothing_is_read_after_a_deferred_failure(
+    deferring: Connection, frames: ModuleType
+) -> None:
+    """§7.1.7: after the error nothing more is processed, not even a valid ping."""
+    events = deferring.receive_data(client(frames, OP_TEXT, b"\xc0"))
+    assert [kind for kind, _ in events] == [ERROR]
+    assert deferring.receive_data(client(frames, OP_PING, b"p")) == []
+    assert deferring.receive_data(client(frames, OP_CLOSE, close_payload(1000))) == []
+    assert sent(deferring) == b""
+    assert deferring.state == OPEN
+
+
+def test_deferred_failure_in_a_partial_frame(deferring: Connection, frames: ModuleType) -> None:
+    """§8.1: failing fast inside a frame also reports ERROR when deferred."""
+    first, second, _ = frame_in_parts(frames, OP_TEXT, [b"ok", b"\xff", b"rest"])
+    assert deferring.receive_data(first) == []
+    assert deferring.receive_data(second) == [(ERROR, (1007, "invalid UTF-8 in a text message"))]
 
 
 # §7.4 Status codes

@@ -510,6 +510,91 @@ class TestFailure:
             decoder.next_frame()
 
 
+class TestPartial:
+    """RFC 6455 §5.2 and §8.1: the payload of a frame still arriving, unmasked, as it comes."""
+
+    def partials(self, impl: ModuleType, data: bytes, step: int, **options: object) -> list[Any]:
+        decoder = impl.FrameDecoder(**options)
+        seen: list[Any] = []
+        for start in range(0, len(data), step):
+            decoder.feed(data[start : start + step])
+            seen.extend(("frame", f.payload) for f in decoder)
+            seen.append(decoder.read_partial())
+        return seen
+
+    @pytest.mark.parametrize("masked", [True, False])
+    def test_payload_as_it_arrives(self, frames_impl: ModuleType, masked: bool) -> None:
+        """Offsets follow what was returned; the parts add up to the payload."""
+        payload = bytes(range(256)) * 40
+        data = raw_frame(1, payload, key=KEY if masked else None)
+        seen = self.partials(frames_impl, data, 1000, require_mask=masked)
+        parts = seen[:-2]
+        assert len(parts) == len(data) // 1000
+        joined = b""
+        for opcode, offset, chunk in parts:
+            assert (opcode, offset) == (1, len(joined))
+            joined += chunk
+        assert joined == payload[: len(data) // 1000 * 1000 - (len(data) - len(payload))]
+        assert seen[-2:] == [("frame", payload), None]
+
+    def test_the_next_frame_starts_at_offset_zero(self, frames_impl: ModuleType) -> None:
+        data = raw_frame(2, b"first") + raw_frame(0, b"second", fin=False)
+        decoder = frames_impl.FrameDecoder()
+        decoder.feed(data[:9])
+        assert decoder.read_partial() == (2, 0, b"fir")
+        decoder.feed(data[9:-2])
+        assert decoder.next_frame().payload == b"first"
+        assert decoder.read_partial() == (0, 0, b"seco")
+        assert decoder.read_partial() == (0, 4, b"")
+
+    def test_read_before_the_frames_are_taken(self, frames_impl: ModuleType) -> None:
+        """Right after ``feed``: a complete frame waiting comes first, so there is nothing."""
+        decoder = frames_impl.FrameDecoder()
+        decoder.feed(raw_frame(1, b"whole") + raw_frame(1, b"partial")[:-3])
+        assert decoder.read_partial() is None
+        assert decoder.next_frame().payload == b"whole"
+        assert decoder.read_partial() == (1, 0, b"part")
+        assert decoder.next_frame() is None
+
+    def test_read_straight_after_feed(self, frames_impl: ModuleType) -> None:
+        decoder = frames_impl.FrameDecoder()
+        decoder.feed(raw_frame(1, b"partial")[:-3])
+        assert decoder.read_partial() == (1, 0, b"part")
+        decoder.feed(raw_frame(1, b"partial")[-3:])
+        assert decoder.read_partial() is None
+        assert decoder.next_frame().payload == b"partial"
+
+    @pytest.mark.parametrize("cut", [0, 1, 5])
+    def test_nothing_before_the_header_is_in(self, frames_impl: ModuleType, cut: int) -> None:
+        decoder = frames_impl.FrameDecoder()
+        decoder.feed(raw_frame(1, b"abc")[:cut])
+        assert decoder.read_partial() is None
+
+    def test_bad_header_raises_as_next_frame_does(self, frames_impl: ModuleType) -> None:
+        decoder = frames_impl.FrameDecoder()
+        decoder.feed(raw_frame(3, b"bad")[:4])
+        with pytest.raises(ProtocolError, match="reserved opcode 0x3"):
+            decoder.read_partial()
+        with pytest.raises(ProtocolError, match="reserved opcode 0x3"):
+            decoder.next_frame()
+
+    def test_huge_declared_length_reserves_nothing(self, frames_impl: ModuleType) -> None:
+        """Reading the part of a frame declared as 16 MiB costs what arrived, not 16 MiB."""
+        size = 16 * 1024 * 1024
+        data = raw_frame(1, declared=size)[:14] + b"\x00" * 4096
+        decoder = frames_impl.FrameDecoder(max_frame_size=size)
+        tracemalloc.start()
+        try:
+            for start in range(0, len(data), 100):
+                decoder.feed(data[start : start + 100])
+                assert decoder.next_frame() is None
+                assert decoder.read_partial() is not None
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 256 * 1024
+
+
 class TestEncoder:
     """Serializing frames for the wire."""
 
@@ -836,6 +921,35 @@ def test_compiled_decoder_agrees_exactly(
     compiled = run_haske(_backends.load("frames", backend), masked, data, splits)
     reference = run_haske(_backends.load("frames", "python"), masked, data, splits)
     assert compiled == reference
+
+
+def run_partial(impl: ModuleType, masked: bool, data: bytes, splits: list[int]) -> list[Any]:
+    """What ``read_partial`` returns after each chunk, between the frames and the error."""
+    decoder = impl.FrameDecoder(max_frame_size=PROPERTY_MAX_FRAME_SIZE, require_mask=masked)
+    seen: list[Any] = []
+    try:
+        for number, chunk in enumerate(chunks(data, splits)):
+            decoder.feed(chunk)
+            if number % 2:
+                seen.append(decoder.read_partial())
+            seen.extend(fields(frame) for frame in decoder)
+            seen.append(decoder.read_partial())
+            seen.append(decoder.buffered)
+    except ProtocolError as error:
+        seen.append((error.code, error.reason))
+    return seen
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@PROPERTY_SETTINGS
+@given(case=frame_stream())
+def test_compiled_read_partial_agrees_exactly(
+    backend: str, case: tuple[str, bool, bytes, list[int]]
+) -> None:
+    """The same partial payloads, frames and errors, whether read before or after the frames."""
+    _, masked, data, splits = case
+    compiled = run_partial(_backends.load("frames", backend), masked, data, splits)
+    assert compiled == run_partial(_backends.load("frames", "python"), masked, data, splits)
 
 
 @pytest.mark.parametrize("backend", COMPILED)

@@ -158,6 +158,8 @@ class FrameDecoder:
         self._require_mask = bool(require_mask)
         self._forbidden_rsv = RSV_BITS & ~allowed_rsv
         self._buffer = bytearray()
+        # Payload bytes of the frame in progress already returned by read_partial().
+        self._exposed = 0
         self._failure: tuple[int, str] | None = None
 
     @property
@@ -178,6 +180,62 @@ class FrameDecoder:
         """Return the next complete frame, or None when more bytes are needed."""
         if self._failure is not None:
             raise ProtocolError(*self._failure)
+        header = self._header()
+        if header is None:
+            return None
+        head, header_size, length = header
+        buffer = self._buffer
+        end = header_size + length
+        if len(buffer) < end:
+            return None
+
+        with memoryview(buffer) as view:
+            payload = view[header_size:end].tobytes()
+            if self._require_mask:
+                payload = apply_mask(payload, view[header_size - 4 : header_size])
+        del buffer[:end]
+        self._exposed = 0
+        return Frame(
+            head & 0x0F,
+            payload,
+            bool(head & 0x80),
+            bool(head & 0x40),
+            bool(head & 0x20),
+            bool(head & 0x10),
+        )
+
+    def read_partial(self) -> tuple[int, int, bytes] | None:
+        """The frame whose header is in but not all of its payload, as far as it arrived.
+
+        Returns ``(opcode, offset, data)``: ``data`` is its payload, unmasked, from ``offset``
+        (what earlier calls returned) to the last byte received. None when there is no such
+        frame, including when a complete frame is waiting for :meth:`next_frame`.
+        """
+        if self._failure is not None:
+            raise ProtocolError(*self._failure)
+        header = self._header()
+        if header is None:
+            return None
+        head, header_size, length = header
+        buffer = self._buffer
+        received = len(buffer) - header_size
+        if received >= length:
+            return None
+        offset = self._exposed
+        self._exposed = received
+        with memoryview(buffer) as view:
+            data = view[header_size + offset :].tobytes()
+            if self._require_mask:
+                key = view[header_size - 4 : header_size].tobytes()
+                shift = offset % 4
+                data = apply_mask(data, key[shift:] + key[:shift])
+        return head & 0x0F, offset, data
+
+    def _header(self) -> tuple[int, int, int] | None:
+        """First byte, header size and payload length of the next frame once its header is in.
+
+        Raises for a header that breaks a rule, as soon as the bytes that decide it are in.
+        """
         buffer = self._buffer
         available = len(buffer)
         if available < 2:
@@ -208,23 +266,9 @@ class FrameDecoder:
             )
         if self._require_mask:
             header_size += 4
-        end = header_size + length
-        if available < end:
-            return None
-
-        with memoryview(buffer) as view:
-            payload = view[header_size:end].tobytes()
-            if self._require_mask:
-                payload = apply_mask(payload, view[header_size - 4 : header_size])
-        del buffer[:end]
-        return Frame(
-            head & 0x0F,
-            payload,
-            bool(head & 0x80),
-            bool(head & 0x40),
-            bool(head & 0x20),
-            bool(head & 0x10),
-        )
+            if available < header_size:
+                return None
+        return head, header_size, length
 
     def __iter__(self) -> Iterator[Frame]:
         """Yield complete frames until more bytes are needed."""
@@ -251,6 +295,7 @@ class FrameDecoder:
         # A failed decoder holds nothing: the connection is going away.
         self._failure = (code, reason)
         self._buffer = bytearray()
+        self._exposed = 0
         raise ProtocolError(code, reason)
 
 

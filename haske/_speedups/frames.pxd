@@ -48,8 +48,11 @@ cdef class FrameDecoder:
         # Then: the payload itself, its first _filled bytes written.
         bytes _payload
         Py_ssize_t _filled
+        # Payload bytes already returned by read_partial().
+        Py_ssize_t _exposed
 
     cdef Frame _next(self)
+    cdef bint _begin_unparsed(self) except -1
     cdef Frame _parse(self, const uint8_t* data, Py_ssize_t available, Py_ssize_t* consumed,
                       bytes owner)
     cdef Py_ssize_t _read_header(self, const uint8_t* data, Py_ssize_t available,
@@ -62,6 +65,7 @@ cdef class FrameDecoder:
                                     bytes owner) except -1
     cdef int _collect(self, const uint8_t* data, Py_ssize_t size, bytes owner) except -1
     cdef int _drain_pieces(self) except -1
+    cdef int _unmask_pieces(self, uint8_t* target, Py_ssize_t skip) except -1
     cdef Py_ssize_t _fill(self, const uint8_t* data, Py_ssize_t size) noexcept
     cdef Frame _take_payload(self)
     cdef int _append(self, const char* data, Py_ssize_t size) except -1

@@ -250,6 +250,35 @@ cdef class FrameDecoder:
         """Yield complete frames until more bytes are needed."""
         return self
 
+    def read_partial(self):
+        """The frame whose header is in but not all of its payload, as far as it arrived.
+
+        Returns ``(opcode, offset, data)``: ``data`` is its payload, unmasked, from ``offset``
+        (what earlier calls returned) to the last byte received. None when there is no such
+        frame, including when a complete frame is waiting for :meth:`next_frame`.
+        """
+        cdef Py_ssize_t received, offset
+        cdef bytes data
+        if self._error_code:
+            self._raise_failure()
+        if self._pieces is None and self._payload is None and not self._begin_unparsed():
+            return None
+        if self._pieces is not None:
+            received = self._collected
+        else:
+            received = self._filled
+            if received == self._length:
+                return None
+        offset = self._exposed
+        data = PyBytes_FromStringAndSize(NULL, received - offset)
+        if self._pieces is not None:
+            self._unmask_pieces(<uint8_t*>PyBytes_AS_STRING(data), offset)
+        else:
+            memcpy(PyBytes_AS_STRING(data), PyBytes_AS_STRING(self._payload) + offset,
+                   received - offset)
+        self._exposed = received
+        return self._head & 0x0F, offset, data
+
     def __next__(self):
         cdef Frame frame = self._next()
         if frame is None:
@@ -289,6 +318,28 @@ cdef class FrameDecoder:
         if frame is None:
             self._starved = True
         return frame
+
+    cdef bint _begin_unparsed(self) except -1:
+        """Begin the first frame of unparsed input if its header is in but not all its payload.
+
+        ``feed`` keeps input unparsed until frames are read; read_partial() needs that frame.
+        Raises for a bad header, as reading frames would.
+        """
+        cdef const uint8_t* data
+        cdef Py_ssize_t size, header_size
+        cdef uint64_t length = 0
+        if self._chunk is not None:
+            data = <const uint8_t*>PyBytes_AS_STRING(self._chunk) + self._chunk_pos
+            size = PyBytes_GET_SIZE(self._chunk) - self._chunk_pos
+        else:
+            data = <const uint8_t*>self._data + self._start
+            size = self._end - self._start
+        header_size = self._read_header(data, size, &length)
+        if header_size == 0 or (header_size > 0 and size - header_size >= <Py_ssize_t>length):
+            return False
+        # _next() raises for a bad header, and begins a frame whose payload is incomplete.
+        self._next()
+        return self._pieces is not None or self._payload is not None
 
     cdef Frame _parse(self, const uint8_t* data, Py_ssize_t available, Py_ssize_t* consumed,
                       bytes owner):
@@ -446,6 +497,7 @@ cdef class FrameDecoder:
         self._header_size = header_size
         self._pieces = []
         self._collected = 0
+        self._exposed = 0
         return 0
 
     cdef Py_ssize_t _continue_frame(self, const uint8_t* data, Py_ssize_t size,
@@ -506,6 +558,34 @@ cdef class FrameDecoder:
                 self._fill(<const uint8_t*>PyByteArray_AS_STRING(piece) + offset,
                            PyByteArray_GET_SIZE(piece) - offset)
             offset = 0
+        return 0
+
+    cdef int _unmask_pieces(self, uint8_t* target, Py_ssize_t skip) except -1:
+        """Unmask the collected pieces into ``target``, leaving out their first ``skip`` bytes."""
+        cdef Py_ssize_t offset = self._first_piece_offset
+        cdef Py_ssize_t position = 0
+        cdef Py_ssize_t size
+        cdef const uint8_t* data
+        cdef object piece
+        for piece in self._pieces:
+            if type(piece) is bytes:
+                data = <const uint8_t*>PyBytes_AS_STRING(piece) + offset
+                size = PyBytes_GET_SIZE(piece) - offset
+            else:
+                data = <const uint8_t*>PyByteArray_AS_STRING(piece) + offset
+                size = PyByteArray_GET_SIZE(piece) - offset
+            offset = 0
+            if skip >= size:
+                skip -= size
+                position += size
+                continue
+            if self._require_mask:
+                _xor_copy(target, data + skip, size - skip, self._key, position + skip)
+            else:
+                memcpy(target, data + skip, size - skip)
+            target += size - skip
+            position += size
+            skip = 0
         return 0
 
     cdef Py_ssize_t _fill(self, const uint8_t* data, Py_ssize_t size) noexcept:
