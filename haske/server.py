@@ -24,9 +24,9 @@ import asyncio
 import itertools
 import logging
 import random
+import sys
 import time
 import weakref
-from collections import deque
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornH11Protocol
 from haske import limits
 from haske._backends import handshake
 from haske.connection import (
+    ERROR,
     FRAME,
     OP_BINARY,
     OP_CLOSE,
@@ -59,10 +60,55 @@ _DONE = 4  # rejected, or the transport is gone
 _PAUSE_HANDSHAKE = 1  # bytes that arrive before the app accepts wait in the kernel
 _PAUSE_QUEUE = 2  # the app is ws_max_queue messages behind
 _PAUSE_WRITE = 4  # the peer does not read what we send
+_PAUSE_FAILED = 8  # the peer broke the protocol: nothing more is read
 
 _STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 _connection_ids = itertools.count(1)
+
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+_TASK_NAME = "haske.websocket"  # one name for every connection's task, not a string each
+_NO_OPTIONS: dict[str, Any] = {}
+
+#: Header names (lowercased) that nearly every upgrade request carries, and whole headers that
+#: are the same in most: every scope refers to these instead of holding its own copies.
+_SHARED_NAMES = {
+    name: name
+    for name in (
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"origin",
+        b"user-agent",
+        b"cookie",
+        b"authorization",
+        b"pragma",
+        b"cache-control",
+        b"accept-encoding",
+        b"accept-language",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+    )
+}
+_SHARED_HEADERS = {
+    header: header
+    for header in (
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"connection", b"upgrade"),
+        (b"connection", b"keep-alive, Upgrade"),
+        (b"sec-websocket-version", b"13"),
+        (b"pragma", b"no-cache"),
+        (b"cache-control", b"no-cache"),
+        (b"accept-encoding", b"gzip, deflate"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"accept-encoding", b"gzip, deflate, br, zstd"),
+        (b"sec-websocket-extensions", b"permessage-deflate"),
+        (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits"),
+    )
+}
 
 #: Open WebSocket connections per uvicorn server (its ``server_state``), for ``max_connections``.
 _open_connections: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -151,10 +197,64 @@ class WebSocketProtocol(asyncio.Protocol):
     #: Open WebSocket connections this server takes (``HASKE_MAX_CONNECTIONS``); past it, the
     #: handshake is answered with HTTP 503 before the app runs. None: no limit.
     max_connections: int | None = limits.MAX_CONNECTIONS
-    #: Seconds the peer has to answer our close frame before the transport is aborted.
+    #: Seconds the peer has to answer our close frame before the transport is aborted. After a
+    #: protocol error, also how long the app has to take the messages that came before it.
     close_timeout = limits.CLOSE_TIMEOUT
     #: Default ``outbound_limit`` in bytes.
     default_outbound_limit = limits.OUTBOUND_LIMIT
+
+    # Every per-connection attribute is a slot: with more than 30 attributes, an instance
+    # dictionary would cost about 1.6 KiB per connection.
+    __slots__ = (
+        "_accept_key",
+        "_active",
+        "_close_timer",
+        "_conn",
+        "_counted",
+        "_dirty",
+        "_disconnect",
+        "_drain_waiters",
+        "_early",
+        "_fail_timer",
+        "_failure",
+        "_flusher",
+        "_frame_waiter",
+        "_frames",
+        "_head",
+        "_idle_timer",
+        "_inbox",
+        "_paused",
+        "_ping_timer",
+        "_pings",
+        "_pong_timer",
+        "_quiet_since",
+        "_response",
+        "_resume_at",
+        "_state",
+        "_waiter",
+        "_write_paused",
+        "app",
+        "app_state",
+        "client",
+        "config",
+        "connection_id",
+        "connections",
+        "default_headers",
+        "logger",
+        "loop",
+        "max_queue",
+        "max_size",
+        "outbound_limit",
+        "ping_interval",
+        "ping_timeout",
+        "root_path",
+        "scheme",
+        "scope",
+        "server",
+        "server_state",
+        "tasks",
+        "transport",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -196,16 +296,19 @@ class WebSocketProtocol(asyncio.Protocol):
 
         self._state = _HEAD
         self._head = b""
-        self._early: list[bytes] = []
+        self._early = b""
         self._accept_key = ""
-        self._conn = Connection(max_message_size=self.max_size, max_frame_size=self.max_frame_size)
+        self._conn = Connection(
+            max_message_size=self.max_size, max_frame_size=self.max_frame_size, defer_failure=True
+        )
         self._counted = False
         self._response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
 
-        # ASGI messages and, in frame mode, frames waiting for the app.
-        self._inbox: deque[dict[str, Any]] = deque()
+        # ASGI messages and, in frame mode, frames waiting for the app: lists, not deques,
+        # since an empty deque holds a 64-slot block and these stay short (max_queue).
+        self._inbox: list[dict[str, Any]] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._frames: deque[Any] = deque()
+        self._frames: list[Any] = []
         self._frame_waiter: asyncio.Future[None] | None = None
         self._disconnect: dict[str, Any] | None = None
         self._resume_at = self.max_queue // 2
@@ -216,6 +319,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._flusher = _flusher(self.loop)
         self._dirty = False  # queued in self._flusher for this turn's flush
         self._close_timer: asyncio.TimerHandle | None = None
+        # A protocol error waiting for the app to take the messages that came before it.
+        self._failure: tuple[int, str] | None = None
+        self._fail_timer: asyncio.TimerHandle | None = None
 
         # Pings in flight, oldest first: [payload, sent at, future or None for keepalive].
         self._pings: list[tuple[bytes, float, asyncio.Future[float] | None]] = []
@@ -322,7 +428,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._request_head(data)
         elif self._state == _CONNECTING:
             # The peer should wait for our response; keep what it sent early for after it.
-            self._early.append(data)
+            self._early += data
             self._pause_reading(_PAUSE_HANDSHAKE)
 
     def _request_head(self, data: bytes) -> None:
@@ -355,27 +461,27 @@ class WebSocketProtocol(asyncio.Protocol):
         self._accept_key = validation.accept
         raw_path, _, query = request.target.partition(b"?")
         path = unquote(raw_path.decode("latin-1"))
+        # The scope stays in memory as long as the connection: what is the same for every
+        # connection is shared rather than copied.
         self.scope = {
             "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "asgi": _ASGI,
             "http_version": "1.1",
             "scheme": self.scheme,
             "server": self.server,
             "client": self.client,
             "root_path": self.root_path,
-            "path": self.root_path + path,
+            "path": sys.intern(self.root_path + path),
             "raw_path": self.root_path.encode("ascii") + raw_path,
             "query_string": query,
-            "headers": [(name.lower(), value) for name, value in request.headers],
-            "subprotocols": list(validation.subprotocols),
+            "headers": [_scope_header(name, value) for name, value in request.headers],
+            "subprotocols": validation.subprotocols or (),
             "state": self.app_state.copy(),
-            "extensions": {"websocket.http.response": {}, "haske.websocket": self},
+            "extensions": {"websocket.http.response": _NO_OPTIONS, "haske.websocket": self},
         }
         self._state = _CONNECTING
         self._inbox.append({"type": "websocket.connect"})
-        task = self.loop.create_task(self._run_asgi())
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        self._start_app()
 
     def _reject(self, status: int, reason: str) -> None:
         # build_rejection adds Sec-WebSocket-Version to a 426 and uses the reason as the body.
@@ -391,21 +497,36 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # The ASGI app
 
-    async def _run_asgi(self) -> None:
+    def _start_app(self) -> None:
+        # The task runs the app's own coroutine and a callback handles its end: a coroutine of
+        # ours around it would stay in memory as long as the connection.
         try:
-            result = await self.app(self.scope, self.receive, self.send)
-        except WebSocketDisconnect:
-            # The peer went away and the app let the exception escape: a normal end.
-            result = None
-        except asyncio.CancelledError:
-            self._app_failed()
-            raise
+            task = self.loop.create_task(
+                self.app(self.scope, self.receive, self.send), name=_TASK_NAME
+            )
         except Exception:
             self.logger.exception("Exception in ASGI application\n")
             self._app_failed()
             return
-        if result is not None:
-            self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        self.tasks.add(task)
+        task.add_done_callback(self._app_done)
+
+    def _app_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            self._app_failed()
+            return
+        exc = task.exception()
+        if isinstance(exc, WebSocketDisconnect):
+            pass  # the peer went away and the app let the exception escape: a normal end
+        elif exc is not None:
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            self._app_failed()
+            return
+        else:
+            result = task.result()
+            if result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
         if self._state == _CONNECTING:
             self.logger.error("ASGI callable returned without completing handshake.")
             self._reject(500, "Internal Server Error")
@@ -426,13 +547,16 @@ class WebSocketProtocol(asyncio.Protocol):
         """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
         inbox = self._inbox
         while not inbox:
+            if self._failure is not None:
+                self._fail_now()  # the app took every message that came before the error
+                continue
             if self._disconnect is not None:
                 return self._disconnect
             waiter = self._waiter
             if waiter is None or waiter.done():
                 waiter = self._waiter = self.loop.create_future()
             await waiter
-        message = inbox.popleft()
+        message = inbox.pop(0)
         if self._paused & _PAUSE_QUEUE and len(inbox) + len(self._frames) <= self._resume_at:
             self._resume_reading(_PAUSE_QUEUE)
         return message
@@ -478,6 +602,7 @@ class WebSocketProtocol(asyncio.Protocol):
             response = handshake.build_response(
                 self._accept_key, message.get("subprotocol"), None, headers
             )
+            self._accept_key = ""
             self._log_response("[accepted]")
             self._state = _OPEN
             self.transport.write(response)
@@ -487,8 +612,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._idle_timer = self.loop.call_later(self.idle_timeout / 4, self._idle_check)
             early = self._early
             if early:
-                self._early = []
-                self.data_received(b"".join(early))
+                self._early = b""
+                self.data_received(early)
             self._resume_reading(_PAUSE_HANDSHAKE)
         elif kind == "websocket.close":
             self._log_response("403")
@@ -548,6 +673,49 @@ class WebSocketProtocol(asyncio.Protocol):
             self._deliver_disconnect(code, reason)
             # Our close frame, or the reply to theirs, is queued: the server closes TCP first.
             self._close_transport()
+        elif kind == ERROR:
+            self._protocol_error(value)
+
+    def _protocol_error(self, failure: tuple[int, str]) -> None:
+        """Stop reading, and fail the connection once the app had the messages before the error.
+
+        The app may answer them first (their replies then reach the peer before the close
+        frame); it gets ``close_timeout`` seconds to take them.
+        """
+        self._failure = failure
+        self._pause_reading(_PAUSE_FAILED)
+        self._stop_keepalive()
+        if self._inbox or self._frames or not self._app_waiting():
+            self._fail_timer = self.loop.call_later(self.close_timeout, self._fail_now)
+        else:
+            self._fail_now()
+
+    def _app_waiting(self) -> bool:
+        """Whether the app waits in ``receive`` or ``receive_frame``, done with what it took."""
+        for waiter in (self._waiter, self._frame_waiter):
+            if waiter is not None and not waiter.done():
+                return True
+        return False
+
+    def _fail_now(self) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        self._failure = None
+        self._conn.fail(*failure)
+        self._stop_timers()
+        self._deliver_disconnect(*failure)
+        self._flush(force=True)
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        # The peer may still be sending: closing now, with its bytes unread, would reset the
+        # connection and could destroy our close frame on its side. Send FIN instead and drop
+        # what arrives until the peer closes too, for at most close_timeout.
+        transport.write_eof()
+        self._resume_reading(self._paused)
+        self._close_timer = self.loop.call_later(self.close_timeout, self._abort)
 
     def _deliver_disconnect(self, code: int, reason: str) -> None:
         if self._disconnect is not None:
@@ -573,6 +741,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self._closing_started(code, reason)
 
     def _closing_started(self, code: int, reason: str) -> None:
+        if self._failure is not None:
+            # Nothing more is read after a protocol error: close TCP behind our close frame.
+            self._fail_now()
+            return
         self._deliver_disconnect(code, reason)
         self._stop_keepalive()
         self._flush(force=True)
@@ -593,9 +765,11 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _stop_timers(self) -> None:
         self._stop_keepalive()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        for name in ("_close_timer", "_fail_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
 
     # Writing
 
@@ -775,13 +949,16 @@ class WebSocketProtocol(asyncio.Protocol):
         self._conn.frame_mode = True
         frames = self._frames
         while not frames:
+            if self._failure is not None:
+                self._fail_now()  # as in receive
+                continue
             if self._disconnect is not None:
                 raise ConnectionClosed(self._disconnect["code"], self._disconnect["reason"] or None)
             waiter = self._frame_waiter
             if waiter is None or waiter.done():
                 waiter = self._frame_waiter = self.loop.create_future()
             await waiter
-        frame = frames.popleft()
+        frame = frames.pop(0)
         if self._paused & _PAUSE_QUEUE and len(frames) + len(self._inbox) <= self._resume_at:
             self._resume_reading(_PAUSE_QUEUE)
         return frame
@@ -892,8 +1069,26 @@ def _headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     return [(bytes(name), bytes(value)) for name, value in message.get("headers") or ()]
 
 
+def _scope_header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    lowered = name.lower()
+    header = (_SHARED_NAMES.get(lowered, lowered), value)
+    return _SHARED_HEADERS.get(header, header)
+
+
 def _address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int | None] | None:
-    info = transport.get_extra_info(name)
+    info = None
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # uvloop's socket object keeps its addresses (its transport makes a new tuple per call):
+        # the scope then refers to that tuple instead of holding a copy per connection.
+        try:
+            info = getattr(sock, "get" + name)()
+        except OSError:
+            info = None
+    if info is None:
+        info = transport.get_extra_info(name)
+    if type(info) is tuple and len(info) == 2 and type(info[0]) is str and type(info[1]) is int:
+        return info
     if isinstance(info, (list, tuple)) and len(info) >= 2:
         return (str(info[0]), int(info[1]))
     if isinstance(info, str):

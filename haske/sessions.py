@@ -118,7 +118,7 @@ class LiveSessionManager:
         if ws not in session.sockets:
             session.sockets.append(ws)
         self._socket_sessions.setdefault(ws.connection_id, set()).add(session_id)
-        ws._finalizers[self] = self._socket_gone
+        ws._add_finalizer(self, self._socket_gone)
         if self.presence_channel is not None:
             await self.broadcaster.subscribe(ws, self.presence_channel)
         merged = session.metadata
@@ -179,7 +179,7 @@ class LiveSessionManager:
             ids.discard(session_id)
             if not ids:
                 del self._socket_sessions[ws.connection_id]
-                ws._finalizers.pop(self, None)
+                ws._remove_finalizer(self)
                 if self.presence_channel is not None:
                     self.broadcaster._leave(ws, self.presence_channel)
 

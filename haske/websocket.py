@@ -41,6 +41,9 @@ HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str | bytes, str | by
 
 _connection_ids = itertools.count(1)
 
+_CONNECTED = WebSocketState.CONNECTED
+_RECEIVE = StarletteWebSocket.receive
+
 #: Tasks that must outlive the call that started them (asyncio keeps only weak references).
 _background: set[asyncio.Task[Any]] = set()
 
@@ -70,6 +73,14 @@ def _latin1(value: str | bytes) -> bytes:
     if isinstance(value, str):
         return value.encode("latin-1")
     raise TypeError(f"header names and values must be str or bytes, got {type(value).__name__}")
+
+
+def _data(message: Message) -> str | bytes:
+    """The payload of a ``websocket.receive`` message: ``str`` for text, ``bytes`` for binary."""
+    text = message.get("text")
+    if text is not None:
+        return text  # type: ignore[no-any-return]
+    return message.get("bytes") or b""
 
 
 def _check_close(code: int, reason: str) -> None:
@@ -115,8 +126,9 @@ class WebSocket:
         self._broadcaster = broadcaster
         self._close_code: int | None = None
         self._close_reason = ""
-        #: Sync callbacks run once when the connection ends (leave the broadcaster, sessions).
-        self._finalizers: dict[object, Callable[[WebSocket], object]] = {}
+        # Sync callbacks run once when the connection ends (leave the broadcaster, sessions):
+        # owner, callback, owner, callback... A flat list is a fraction of a dict's size.
+        self._finalizers: list[Any] = []
         #: Set by the broadcaster on standard ASGI servers: the queue its messages wait in.
         self.outbound: Outbox | None = None
         #: What the route's ``auth`` hook returned; without a hook, the ``scope["user"]`` set by
@@ -245,10 +257,26 @@ class WebSocket:
             # The peer is already gone: the connection is closed either way.
             pass
 
+    def _add_finalizer(self, owner: object, finalizer: Callable[[WebSocket], object]) -> None:
+        """Run ``finalizer(self)`` when the connection ends, in place of ``owner``'s earlier one."""
+        self._remove_finalizer(owner)
+        items = self._finalizers
+        items.append(owner)
+        items.append(finalizer)  # two appends leave room for 4 items, an extend for 8
+
+    def _remove_finalizer(self, owner: object) -> None:
+        items = self._finalizers
+        for index in range(0, len(items), 2):
+            if items[index] is owner:
+                del items[index : index + 2]
+                return
+
     def _finalize(self) -> None:
         """Leave the broadcaster and every session; runs once when the handler ends."""
-        while self._finalizers:
-            _, finalizer = self._finalizers.popitem()
+        items = self._finalizers
+        while items:
+            finalizer = items.pop()
+            items.pop()
             try:
                 finalizer(self)
             except Exception:
@@ -261,30 +289,48 @@ class WebSocket:
 
     async def receive(self) -> Message:
         """The next ``websocket.receive`` ASGI message; :class:`ConnectionClosed` at the end."""
-        if self._close_code is not None:
-            raise self._closed_error()
-        if not self.accepted:
-            raise RuntimeError("call accept() before receiving")
+        receive = self._receiver()
         try:
-            message = await self.websocket.receive()
+            return self._message(await receive())
         except RuntimeError:
             if self.closed:
                 raise self._closed_error() from None
             raise
-        if message["type"] == "websocket.disconnect":
+
+    def _receiver(self) -> Callable[[], Awaitable[Message]]:
+        """What to await for the next message, once receiving is allowed.
+
+        For a connected Starlette socket this is the ASGI ``receive`` itself, with the checks of
+        Starlette's ``receive()`` done by :meth:`_message`: one coroutine frame less for every
+        connection waiting for a message.
+        """
+        if self._close_code is not None:
+            raise self._closed_error()
+        if not self.accepted:
+            raise RuntimeError("call accept() before receiving")
+        websocket = self.websocket
+        if websocket.client_state is _CONNECTED and type(websocket).receive is _RECEIVE:
+            return websocket._receive
+        return websocket.receive
+
+    def _message(self, message: Message) -> Message:
+        """Check a received ASGI message; the disconnect raises :class:`ConnectionClosed`."""
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            self.websocket.client_state = WebSocketState.DISCONNECTED
             if self._close_code is None:
                 self._close_code = message.get("code", 1005)
                 self._close_reason = message.get("reason") or ""
             raise self._closed_error()
+        if kind != "websocket.receive":
+            raise RuntimeError(
+                f'Expected ASGI message "websocket.receive" or "websocket.disconnect", but got {kind!r}'
+            )
         return message
 
     async def receive_data(self) -> str | bytes:
         """The next message: ``str`` for a text message, ``bytes`` for a binary one."""
-        message = await self.receive()
-        text = message.get("text")
-        if text is not None:
-            return text  # type: ignore[no-any-return]
-        return message.get("bytes") or b""
+        return _data(await self.receive())
 
     async def receive_text(self) -> str:
         """The next message, which must be a text message."""
@@ -314,8 +360,15 @@ class WebSocket:
         return self
 
     async def __anext__(self) -> str | bytes:
+        # receive(), inlined: one coroutine frame less in every connection's receive loop.
         try:
-            return await self.receive_data()
+            receive = self._receiver()
+            try:
+                return _data(self._message(await receive()))
+            except RuntimeError:
+                if self.closed:
+                    raise StopAsyncIteration from None
+                raise
         except ConnectionClosed:
             raise StopAsyncIteration from None
 
@@ -430,26 +483,71 @@ def websocket_endpoint(
     session, and is closed if it is still open.
     """
     policy = None if allowed_origins is None else OriginPolicy(allowed_origins)
+    steps = EndpointSteps(handler, broadcaster, policy, auth)
 
     @functools.wraps(handler)
     async def endpoint(websocket: StarletteWebSocket) -> None:
-        ws = WebSocket(websocket, broadcaster=broadcaster)
-        if not await _admit(ws, policy, auth):
-            return
-        try:
-            await handler(ws)
-        except WebSocketDisconnect:
-            pass
-        except WebSocketException as exc:
-            await ws.close(exc.code, exc.reason or "")
-        except Exception:
-            logger.exception("WebSocket handler %s failed on %s", handler.__qualname__, ws.url.path)
-            await ws.close(1011, "internal error")
-        finally:
-            ws._finalize()
-            await ws.close()
+        ws = steps.socket(websocket)
+        if await steps.admit(ws):
+            try:
+                await handler(ws)
+            except Exception as exc:  # noqa: BLE001 - failed() logs it
+                await steps.failed(ws, exc)
+            finally:
+                await steps.finish(ws)
 
+    endpoint._haske_steps = steps  # type: ignore[attr-defined]
     return endpoint
+
+
+class EndpointSteps:
+    """What the endpoint made by :func:`websocket_endpoint` does around its handler.
+
+    A ``Haske`` app takes these steps itself instead of awaiting the endpoint: one coroutine
+    frame less in the memory of every open connection.
+    """
+
+    __slots__ = ("auth", "broadcaster", "handler", "policy")
+
+    def __init__(
+        self,
+        handler: Handler,
+        broadcaster: WebSocketBroadcaster | None,
+        policy: OriginPolicy | None,
+        auth: AuthHook | None,
+    ) -> None:
+        self.handler = handler
+        self.broadcaster = broadcaster
+        self.policy = policy
+        self.auth = auth
+
+    def socket(self, websocket: StarletteWebSocket) -> WebSocket:
+        return WebSocket(websocket, broadcaster=self.broadcaster)
+
+    async def admit(self, ws: WebSocket) -> bool:
+        """Run the origin check and the auth hook; False if the handshake was refused."""
+        return await _admit(ws, self.policy, self.auth)
+
+    async def failed(self, ws: WebSocket, exc: Exception) -> None:
+        """End the connection after the handler raised ``exc``."""
+        if isinstance(exc, WebSocketDisconnect):
+            return  # the peer left: a normal end
+        if isinstance(exc, WebSocketException):
+            await ws.close(exc.code, exc.reason or "")
+            return
+        logger.error(
+            "WebSocket handler %s failed on %s",
+            self.handler.__qualname__,
+            ws.url.path,
+            exc_info=exc,
+        )
+        await ws.close(1011, "internal error")
+
+    @staticmethod
+    async def finish(ws: WebSocket) -> None:
+        """Leave the broadcaster and every session, then close if still open."""
+        ws._finalize()
+        await ws.close()
 
 
 async def _admit(ws: WebSocket, policy: OriginPolicy | None, auth: AuthHook | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import websockets
 from starlette.applications import Starlette
+from starlette.exceptions import WebSocketException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -21,7 +23,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import NoMatchFound, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket as StarletteWebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from haske.app import Haske
 from haske.broadcast import WebSocketBroadcaster
@@ -232,3 +235,144 @@ async def test_app_routes_are_tracked_by_their_broadcaster_on_real_servers(
                 break
             await asyncio.sleep(0.01)
     assert connections == 0
+
+
+# -- WebSocket dispatch: with or without middleware, the same Starlette semantics ---------------
+
+
+class Passthrough:
+    """A user middleware that only records the scope types it saw."""
+
+    def __init__(self, app: ASGIApp, seen: list[str]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.seen.append(scope["type"])
+        await self.app(scope, receive, send)
+
+
+def dispatch_app(seen: list[str] | None, ended: queue.Queue[WebSocketState]) -> Haske:
+    """Haske WebSocket routes, a plain Starlette one and exception handlers; with ``seen``, a
+    user middleware stands in front of them. ``ended`` gets the client state a receive loop
+    leaves Starlette's socket in."""
+
+    async def not_found(websocket: StarletteWebSocket, exc: Exception) -> None:
+        await websocket.close(4404, "not found")
+
+    app = Haske(
+        middleware=None if seen is None else [Middleware(Passthrough, seen=seen)],
+        exception_handlers={LookupError: not_found},
+    )
+
+    @app.websocket("/items/{item_id:int}", name="item")
+    async def item(ws: WebSocket) -> None:
+        await ws.accept()
+        scope = ws.scope
+        await ws.send_json(
+            {
+                "item": ws.path_params["item_id"],
+                "app": scope["app"] is app,
+                "router": scope["router"] is app.router,
+                "route": scope["route"].name,
+                "endpoint": scope["endpoint"] is scope["route"].endpoint,
+                "handlers": LookupError in scope["starlette.exception_handlers"][0],
+                "url": str(ws.websocket.url_for("item", item_id=7)),
+            }
+        )
+        async for message in ws:
+            await ws.send(message)
+        ended.put(ws.websocket.client_state)
+
+    async def plain(websocket: StarletteWebSocket) -> None:
+        await websocket.accept()
+        command = await websocket.receive_text()
+        if command == "lookup":
+            raise KeyError(command)  # the app's handler closes with 4404
+        if command == "policy":
+            raise WebSocketException(4001, "policy")  # Starlette's own handler closes with 4001
+        if command == "crash":
+            raise ValueError(command)  # no handler: the server closes with 1011
+        await websocket.send_text(f"plain {websocket.path_params['name']}")
+
+    app.router.routes.insert(0, WebSocketRoute("/plain/{name}", plain))
+    return app
+
+
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("with_middleware", [False, True])
+async def test_websocket_routes_keep_starlette_semantics_with_and_without_middleware(
+    serve: Any, ws_impl: str, with_middleware: bool
+) -> None:
+    seen: list[str] | None = [] if with_middleware else None
+    ended: queue.Queue[WebSocketState] = queue.Queue()
+    server = serve(dispatch_app(seen, ended), ws=ws_impl)
+    async with websockets.connect(server.url + "/items/5") as client:
+        assert json.loads(await asyncio.wait_for(client.recv(), TIMEOUT)) == {
+            "item": 5,
+            "app": True,
+            "router": True,
+            "route": "item",
+            "endpoint": True,
+            "handlers": True,
+            "url": server.url + "/items/7",
+        }
+        await client.send("echo")
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "echo"
+    ended_state = await asyncio.to_thread(ended.get, timeout=TIMEOUT)
+    assert ended_state is WebSocketState.DISCONNECTED
+
+    async with websockets.connect(server.url + "/plain/ada") as client:
+        await client.send("hello")
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "plain ada"
+    # An exception no handler takes reaches the server: Haske's closes with 1011, uvicorn's
+    # drops the connection (1006).
+    crashed = 1011 if ws_impl == "haske" else 1006
+    for command, code in (("lookup", 4404), ("policy", 4001), ("crash", crashed)):
+        async with websockets.connect(server.url + "/plain/ada") as client:
+            await client.send(command)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+            assert client.close_code == code, command
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(server.url + "/nowhere"):
+            pass  # pragma: no cover
+    assert refused.value.response.status_code == 403
+    if seen is not None:
+        assert seen.count("websocket") == 6
+
+
+async def test_an_idle_connection_waits_through_few_coroutine_frames(serve: Any) -> None:
+    """Each coroutine an idle connection waits in stays in memory as long as it is open."""
+    waiting: queue.Queue[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = queue.Queue()
+    app = Haske()
+
+    @app.websocket("/idle", broadcaster=WebSocketBroadcaster())
+    async def idle(ws: WebSocket) -> None:
+        await ws.accept()
+        task = asyncio.current_task()
+        assert task is not None
+        waiting.put((asyncio.get_running_loop(), task))
+        async for _ in ws:
+            pass
+
+    async def chain(task: asyncio.Task[Any]) -> list[str]:
+        names, coroutine = [], task.get_coro()
+        while hasattr(coroutine, "cr_await"):
+            names.append(coroutine.__qualname__)
+            coroutine = coroutine.cr_await
+        return names
+
+    server = serve(app)
+    async with websockets.connect(server.url + "/idle") as client:
+        loop, task = await asyncio.to_thread(waiting.get, timeout=TIMEOUT)
+        await client.send("wake up")  # the handler is back in its receive loop after this
+        await client.ping()
+        names = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(chain(task), loop))
+    # uvicorn's proxy-headers middleware wraps every app; nothing of Starlette's stays.
+    assert [name for name in names if not name.startswith("ProxyHeadersMiddleware")] == [
+        "Haske.__call__",
+        idle.__qualname__,
+        "WebSocket.__anext__",
+        "WebSocketProtocol.receive",
+    ]

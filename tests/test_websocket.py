@@ -9,39 +9,19 @@ import queue
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import pytest
 import websockets
+from clients import TIMEOUT, eventually, receive
 from starlette.exceptions import WebSocketException
-from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from haske._backends import frames
 from haske.app import Haske
 from haske.broadcast import WebSocketBroadcaster
 from haske.ws import ConnectionClosed, NotSupportedError, WebSocket
-
-TIMEOUT = 5.0
-
-
-def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
-    """The next message the app sent, failing instead of hanging."""
-
-    async def get() -> Message:
-        with anyio.fail_after(timeout):
-            return await session._send_rx.receive()
-
-    return session.portal.call(get)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
 
 Handler = Callable[[WebSocket], Awaitable[None]]
 
@@ -86,6 +66,28 @@ def test_handler_gets_the_wrapper_with_the_request_data() -> None:
     assert first["client"] is not None
     assert first["accepted_before"] is False and first["closed"] is False
     assert first["id"] != second["id"]
+
+
+def test_a_wrapped_starlette_socket_with_its_own_receive_keeps_it() -> None:
+    received: list[str] = []
+
+    class Recording(StarletteWebSocket):
+        async def receive(self) -> Any:
+            message = await super().receive()
+            received.append(message["type"])
+            return message
+
+    async def endpoint(websocket: StarletteWebSocket) -> None:
+        ws = WebSocket(Recording(websocket.scope, websocket._receive, websocket._send))
+        await ws.accept()
+        async for message in ws:
+            await ws.send(message)
+
+    app = Haske(routes=[WebSocketRoute("/own", endpoint)])
+    with TestClient(app) as client, client.websocket_connect("/own") as session:
+        session.send_text("one")
+        assert receive(session)["text"] == "one"
+    assert received[:2] == ["websocket.connect", "websocket.receive"]
 
 
 def test_accept_with_subprotocol_and_headers() -> None:
