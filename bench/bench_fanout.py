@@ -13,8 +13,9 @@ Servers (all on uvloop; uvicorn with httptools, keepalive pings off):
 - ``haske``:        a Haske app on Haske's protocol (``--ws haske.server:WebSocketProtocol``),
                     ``get_broadcaster().broadcast()``: the frame is encoded once, the compiled
                     manager hands it to every connection's corked write buffer.
-- ``haske-asgi``:   the same app on uvicorn's ``websockets`` protocol (bounded queue and one
-                    sender task per connection).
+- ``haske-asgi``:   the same app on uvicorn's ``websockets`` protocol: one ASGI message for
+                    every connection, handed to the server's ``send`` at once (a send that has
+                    to wait goes on in a task, with later messages queued behind it, bounded).
 - ``naive``:        Starlette, ``for ws in conns: await ws.send_text(m)``, same uvicorn protocol.
 - ``broadcaster``:  Starlette with encode/broadcaster's ``memory://`` backend, same protocol.
 - ``websockets``:   the websockets library's server with ``websockets.broadcast()``.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
+import functools
 import json
 import os
 import resource
@@ -48,9 +49,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+import _clients
+from _clients import free_port, receive
+
 MESSAGE_SIZE = 100
-FRAME_SIZE = MESSAGE_SIZE + 2  # a server text frame of 100 bytes has a 2-byte header
 PAD = "x" * (MESSAGE_SIZE - 45)
 BURST = 10
 REPEAT = 3
@@ -345,125 +347,11 @@ async def serve(kind: str, port: int, control_port: int) -> None:
     await asyncio.Future()
 
 
-# -- the receiver -----------------------------------------------------------------------------------
-
-
-class Totals:
-    def __init__(self) -> None:
-        self.frames = 0
-        self.last = 0
-        self.samples: list[int] = []
-        self.target = 0
-        self.done = asyncio.Event()
-
-
-class Client(asyncio.Protocol):
-    """A WebSocket client that only counts the fixed-size frames it receives."""
-
-    def __init__(self, port: int, totals: Totals, opened: asyncio.Future[None]) -> None:
-        self.port, self.totals, self.opened = port, totals, opened
-        self.head = b""
-        self.partial = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(  # type: ignore[attr-defined]
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if not self.opened.done():
-            self.head += data
-            if b"\r\n\r\n" not in self.head:
-                return
-            head, _, data = self.head.partition(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 101"):
-                self.opened.set_exception(RuntimeError(head.decode(errors="replace")))
-                return
-            self.opened.set_result(None)
-        data = self.partial + data if self.partial else data
-        count = len(data) // FRAME_SIZE
-        if count:
-            totals = self.totals
-            now = time.monotonic_ns()
-            if data[0] != 0x81 or data[1] != MESSAGE_SIZE:
-                raise RuntimeError(f"unexpected frame header {data[:2]!r}")
-            # The oldest message in this read: the longest delay of the read.
-            totals.samples.append(now - int(data[7:26]))
-            totals.frames += count
-            totals.last = now
-            if totals.frames >= totals.target:
-                totals.done.set()
-        self.partial = data[count * FRAME_SIZE :]
-
-
-async def receive(port: int, clients: int) -> None:
-    """Open the clients, then per ``expect FRAMES`` line on stdin report what arrived."""
-    loop = asyncio.get_running_loop()
-    totals = Totals()
-    transports = []
-    gate = asyncio.Semaphore(256)
-
-    async def open_one() -> None:
-        async with gate:
-            opened: asyncio.Future[None] = loop.create_future()
-            transport, _ = await loop.create_connection(
-                lambda: Client(port, totals, opened), "127.0.0.1", port
-            )
-            await asyncio.wait_for(opened, 30)
-            transports.append(transport)
-
-    await asyncio.gather(*(open_one() for _ in range(clients)))
-    print(json.dumps({"ready": len(transports)}), flush=True)
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    while line := await stdin.readline():
-        first = totals.frames
-        totals.target = first + int(line.split()[1])
-        totals.samples = []
-        totals.done.clear()
-        print(json.dumps({"armed": totals.target}), flush=True)
-        try:
-            await asyncio.wait_for(totals.done.wait(), 120)
-        except asyncio.TimeoutError:
-            pass
-        samples = sorted(totals.samples) or [0]
-        print(
-            json.dumps(
-                {
-                    "frames": totals.frames - first,
-                    "last": totals.last,
-                    "p50": samples[len(samples) // 2],
-                    "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-                }
-            ),
-            flush=True,
-        )
-
-
 # -- the controller ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.Popen(
-        [sys.executable, __file__, *args],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+#: This script's subcommands in a process of their own.
+spawn = functools.partial(_clients.spawn, __file__)
 
 
 class Run:
@@ -643,6 +531,6 @@ if __name__ == "__main__":
         pin(1)
         import uvloop
 
-        uvloop.run(receive(int(sys.argv[2]), int(sys.argv[3])))
+        uvloop.run(receive([int(sys.argv[2])], int(sys.argv[3]), timeout=120))
     else:
         main()

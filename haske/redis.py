@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import random
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import InvalidResponse, ResponseError
 
 from haske import _json
 from haske.broadcast import node_id
@@ -40,8 +40,8 @@ PublishPolicy = Literal["buffer", "raise"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_BUFFER_LIMIT = 8 << 20
-#: PUBLISH commands written to Redis at once.
-BATCH = 256
+#: Bytes asked of a connection to Redis per read: every reply already there, in one go.
+READ_SIZE = 1 << 18
 
 #: Envelope of a published message: format version, opcode, origin process, options length.
 _HEADER = struct.Struct("!BB8sI")
@@ -72,6 +72,113 @@ def unpack(data: bytes) -> tuple[int, bytes, Any, bytes]:
     start = _HEADER.size
     options = _json.loads(data[start : start + size]) if size else None
     return opcode, origin, options, data[start + size :]
+
+
+def command(*args: bytes) -> bytes:
+    """A Redis command as RESP."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return b"".join(parts)
+
+
+class _Incomplete(Exception):
+    def __init__(self, end: int) -> None:
+        self.end = end  # the buffer length that may hold the reply
+
+
+def _parse(buffer: bytes, pos: int) -> tuple[Any, int]:
+    """The RESP2 reply at ``pos`` and where the next one starts; :class:`_Incomplete` if the
+    buffer stops before its end."""
+    end = buffer.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete(len(buffer) + 1)
+    kind, line = buffer[pos], buffer[pos + 1 : end]
+    if kind == 0x24:  # $: a bulk string
+        size = int(line)
+        if size < 0:
+            return None, end + 2
+        stop = end + 2 + size
+        if len(buffer) < stop + 2:
+            raise _Incomplete(stop + 2)
+        return buffer[end + 2 : stop], stop + 2
+    if kind == 0x2A:  # *: an array
+        count = int(line)
+        pos = end + 2
+        if count < 0:
+            return None, pos
+        items = []
+        for _ in range(count):
+            item, pos = _parse(buffer, pos)
+            items.append(item)
+        return items, pos
+    if kind == 0x3A:  # :
+        return int(line), end + 2
+    if kind == 0x2B:  # +
+        return line, end + 2
+    if kind == 0x2D:  # -
+        return ResponseError(line.decode(errors="replace")), end + 2
+    raise InvalidResponse(f"unexpected reply from Redis: {buffer[pos:end][:64]!r}")
+
+
+class RespReader:
+    """Splits the replies Redis sends out of the bytes read from it (RESP2), without copying a
+    read's bytes once per reply."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._pos = 0
+        self._chunks: list[bytes] = []
+        self._unread = 0  # bytes fed and not parsed yet
+        self._need = 0  # of them, the least the next reply takes
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._unread += len(data)
+
+    def gets(self) -> Any:
+        """The next complete reply (an error reply as :class:`ResponseError`), or False until
+        more bytes are fed."""
+        if self._unread < self._need or not self._unread:
+            return False
+        if self._chunks:
+            rest = self._buffer[self._pos :]
+            chunks = self._chunks
+            self._buffer = chunks[0] if not rest and len(chunks) == 1 else rest + b"".join(chunks)
+            self._pos = 0
+            self._chunks = []
+        try:
+            reply, pos = _parse(self._buffer, self._pos)
+        except _Incomplete as incomplete:
+            # A big message arriving in many reads is joined once it is all there.
+            self._need = incomplete.end - self._pos
+            return False
+        self._unread -= pos - self._pos
+        self._pos, self._need = pos, 0
+        return reply
+
+
+def _streams(connection: AbstractConnection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    # redis-py connects (TLS, AUTH, SELECT); past that the backend reads and writes the streams
+    # itself: all the replies of a read parsed in one go, and each write made at once.
+    reader, writer = connection._reader, connection._writer
+    if reader is None or writer is None:
+        raise ConnectionError("the Redis connection closed as it opened")
+    return reader, writer
+
+
+async def _replies(reader: asyncio.StreamReader) -> AsyncIterator[Any]:
+    """The replies Redis sends on a connection, until it closes it (``ConnectionError``). All
+    those of one read come before the next read, in the same event-loop turn: a subscriber hands
+    every message that arrived together to the fan-out at once."""
+    parser = RespReader()
+    while True:
+        data = await reader.read(READ_SIZE)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
+        parser.feed(data)
+        while (reply := parser.gets()) is not False:
+            yield reply
 
 
 def redact(url: str) -> str:
@@ -143,19 +250,25 @@ class RedisBackend:
         self._background: set[asyncio.Task[Any]] = set()
         self._pool: ConnectionPool | None = None
         self._client: Redis | None = None
-        self._commands: asyncio.Queue[tuple[bytes, ...]] | None = None
+        # The subscriber's connection while it is up.
+        self._subscriber_writer: asyncio.StreamWriter | None = None
         self._connected_to: AbstractConnection | None = None
         self._subscribing: set[bytes] = set()
         self._confirmations: dict[bytes, list[asyncio.Future[bool]]] = {}
         self._ready = False
         self._connecting = False
         self._publisher_down = False
-        # Set when the subscription drops: the publishing connection most likely went with it.
-        self._renew_publisher = False
+        # Messages waiting for the publishing connection, and their bytes.
         self._queue: collections.deque[tuple[bytes, bytes, asyncio.Future[int] | None]] = (
             collections.deque()
         )
         self._queued = 0
+        # The publishing connection while it is up; what it was given and Redis has not
+        # answered yet, in order; PUBLISH commands held for the end of this event-loop turn.
+        self._publisher_writer: asyncio.StreamWriter | None = None
+        self._in_flight: collections.deque[asyncio.Future[int] | None] = collections.deque()
+        self._cork: list[bytes] | None = None
+        # Set when Redis answers again: the publisher stops waiting to reconnect.
         self._wake: asyncio.Event | None = None
         self._probe: tuple[int, float] | None = None
         self._probes = 0
@@ -209,8 +322,10 @@ class RedisBackend:
         self._node = node_id()
         self._queue.clear()
         self._queued = 0
+        self._in_flight.clear()
+        self._cork = None
         self._confirmations.clear()
-        self._commands = None
+        self._subscriber_writer = self._publisher_writer = None
         self._ready = self._publisher_down = False
         self._probe = None
         self._wake = asyncio.Event()
@@ -255,7 +370,11 @@ class RedisBackend:
         if self._loop is not asyncio.get_running_loop():
             return
         deadline = time.monotonic() + self.timeout
-        while self._queue and not self._publisher_down and time.monotonic() < deadline:
+        while (
+            (self._queue or self._in_flight)
+            and not self._publisher_down
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.005)
         tasks = [*self._tasks.values(), *self._background]
         self._tasks = {}
@@ -337,7 +456,7 @@ class RedisBackend:
             self._handlers[channel] = (handler, False)
             return
         self.listen(channel, handler)
-        if self._commands is None and not self._connecting:
+        if self._subscriber_writer is None and not self._connecting:
             return
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations.setdefault(channel, []).append(confirmed)
@@ -347,28 +466,9 @@ class RedisBackend:
             pass
 
     def _command(self, *args: bytes) -> None:
-        # One queue and one writer per connection keep SUBSCRIBE and UNSUBSCRIBE in call order.
-        if self._commands is not None:
-            self._commands.put_nowait(args)
-
-    async def _write_commands(
-        self, connection: AbstractConnection, commands: asyncio.Queue[tuple[bytes, ...]]
-    ) -> None:
-        try:
-            while True:
-                batch = [await commands.get()]
-                while not commands.empty():
-                    batch.append(commands.get_nowait())
-                if not connection.is_connected:
-                    return
-                await connection.send_packed_command(
-                    connection.pack_commands(batch), check_health=False
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the reader sees the connection go
-            self._failed(exc)
-            await connection.disconnect(nowait=True)
+        # Written at once: SUBSCRIBE and UNSUBSCRIBE reach Redis in call order.
+        if self._subscriber_writer is not None:
+            self._subscriber_writer.write(command(*args))
 
     def _release_confirmations(self) -> None:
         # Nobody waits for a confirmation from a connection that is gone.
@@ -382,24 +482,18 @@ class RedisBackend:
         attempt = 0
         while True:
             connection = self._connection()
-            writer: asyncio.Task[None] | None = None
             self._connecting = True
             try:
                 await connection.connect()
+                reader, self._subscriber_writer = _streams(connection)
                 self._connected_to = connection
                 self._subscribing = {self._probe_channel, *self._handlers}
-                commands: asyncio.Queue[tuple[bytes, ...]] = asyncio.Queue()
-                commands.put_nowait((b"SUBSCRIBE", *self._subscribing))
-                self._commands = commands
-                writer = asyncio.get_running_loop().create_task(
-                    self._write_commands(connection, commands)
-                )
-                while True:
-                    reply = await connection.read_response(timeout=math.inf)
+                self._command(b"SUBSCRIBE", *self._subscribing)
+                async for reply in _replies(reader):
                     if self._on_reply(reply):
                         attempt = 0
             except asyncio.CancelledError:
-                await self._end_subscription(connection, writer)
+                await self._end_subscription(connection)
                 if self._tasks.get("subscriber") is asyncio.current_task():
                     # The event loop is ending, not close(): close the pool too.
                     await self._disconnect()
@@ -408,23 +502,20 @@ class RedisBackend:
                 self._failed(exc)
                 if self._ready:
                     logger.warning("lost the Redis subscription (%s); reconnecting", exc)
-            await self._end_subscription(connection, writer)
+            await self._end_subscription(connection)
             await asyncio.sleep(self._delay(attempt))
             attempt += 1
 
-    async def _end_subscription(
-        self, connection: AbstractConnection, writer: asyncio.Task[None] | None
-    ) -> None:
-        self._commands = self._connected_to = None
+    async def _end_subscription(self, connection: AbstractConnection) -> None:
+        self._subscriber_writer = self._connected_to = None
         self._ready = self._connecting = False
-        self._renew_publisher = True
         self._release_confirmations()
-        if writer is not None:
-            writer.cancel()
         await connection.disconnect(nowait=True)
 
-    def _on_reply(self, reply: list[Any]) -> bool:
+    def _on_reply(self, reply: Any) -> bool:
         """Handle one pub/sub reply; True when it completed the subscription."""
+        if not isinstance(reply, list):
+            raise InvalidResponse(f"unexpected reply to the subscriber: {reply!r}")
         kind = reply[0]
         if kind == b"message":
             self._received += 1
@@ -484,17 +575,28 @@ class RedisBackend:
     def publish(
         self, channel: bytes, data: bytes, *, wait: bool = False
     ) -> asyncio.Future[int] | None:
-        """Queue ``data`` for publishing on ``channel``, without waiting.
+        """Publish ``data`` on ``channel``, without waiting.
+
+        While the publishing connection is up and keeps up, the first message of an event-loop
+        turn is written at once (ahead of the frames the turn queued for this process's own
+        connections) and the others together at the end of the turn. Otherwise the message
+        waits in a buffer of ``buffer_limit`` bytes.
 
         Returns a future of the number of Redis subscribers that got it when ``wait`` is True or
         the policy is ``"raise"`` (it fails with :class:`BackendUnavailable`), else None.
         """
         self.start()
-        loop = asyncio.get_running_loop()
         waiting = wait or self.publish_policy == "raise"
         if self._publisher_down and self.publish_policy == "raise":
             raise BackendUnavailable(f"Redis is unreachable ({self._last_error})")
-        future: asyncio.Future[int] | None = loop.create_future() if waiting else None
+        future: asyncio.Future[int] | None = (
+            asyncio.get_running_loop().create_future() if waiting else None
+        )
+        writer = self._publisher_writer
+        if writer is not None and not self._queue and self._keeps_up(writer):
+            self._in_flight.append(future)
+            self._write(writer, command(b"PUBLISH", channel, data))
+            return future
         queue = self._queue
         queue.append((channel, data, future))
         self._queued += len(data)
@@ -504,8 +606,36 @@ class RedisBackend:
             self._dropped += 1
             if waiter is not None and not waiter.done():
                 waiter.set_exception(BackendUnavailable("the publish buffer overflowed"))
-        self._wake.set()  # type: ignore[union-attr]
         return future
+
+    def _keeps_up(self, writer: asyncio.StreamWriter) -> bool:
+        # Past this, messages wait in the bounded buffer rather than in the transport's.
+        return writer.transport.get_write_buffer_size() <= self.buffer_limit
+
+    def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if self._cork is None:
+            writer.write(data)
+            self._cork = []
+            asyncio.get_running_loop().call_soon(self._uncork)
+        else:
+            self._cork.append(data)
+
+    def _uncork(self) -> None:
+        cork, self._cork = self._cork, None
+        if cork and self._publisher_writer is not None:
+            self._publisher_writer.write(b"".join(cork))
+
+    def _write_queue(self, writer: asyncio.StreamWriter) -> None:
+        """Write what waits in the buffer, after what is held for the end of this turn."""
+        self._uncork()
+        queue = self._queue
+        commands = []
+        while queue:
+            channel, data, future = queue.popleft()
+            commands.append(command(b"PUBLISH", channel, data))
+            self._in_flight.append(future)
+        self._queued = 0
+        writer.write(b"".join(commands))
 
     def _fail_waiting(self, exc: BaseException) -> None:
         # A message somebody waits for is not kept for later: they are told now.
@@ -526,72 +656,76 @@ class RedisBackend:
     async def _publisher(self) -> None:
         wake = self._wake
         assert wake is not None
-        connection: AbstractConnection | None = None
         attempt = 0
         while True:
-            if not self._queue:
-                wake.clear()
-                await wake.wait()
-                continue
-            if connection is not None and self._renew_publisher:
-                # Rather than write the next messages into a connection that is likely dead
-                # (and lose them), check by connecting again.
+            connection = self._connection()
+            try:
+                await connection.connect()
+                reader, writer = _streams(connection)
+            except asyncio.CancelledError:
                 await connection.disconnect(nowait=True)
-                connection = None
-            if connection is None:
-                self._renew_publisher = False
-                candidate = self._connection()
+                raise
+            except Exception as exc:  # noqa: BLE001 - unreachable: keep, retry later
+                self._failed(exc)
+                self._publisher_down = True
+                self._fail_waiting(exc)
+                await connection.disconnect(nowait=True)
+                wake.clear()
                 try:
-                    await candidate.connect()
-                except asyncio.CancelledError:
-                    await candidate.disconnect(nowait=True)
-                    raise
-                except Exception as exc:  # noqa: BLE001 - unreachable: keep, retry later
-                    self._failed(exc)
-                    self._publisher_down = True
-                    self._fail_waiting(exc)
-                    await candidate.disconnect(nowait=True)
-                    wake.clear()
-                    try:
-                        await asyncio.wait_for(wake.wait(), self._delay(attempt))
-                    except asyncio.TimeoutError:
-                        pass
-                    attempt += 1
-                    continue
-                connection, attempt = candidate, 0
-                self._publisher_down = False
-            await self._publish_batch(connection)
-            if not connection.is_connected:
-                connection = None
+                    await asyncio.wait_for(wake.wait(), self._delay(attempt))
+                except asyncio.TimeoutError:
+                    pass
+                attempt += 1
+                continue
+            attempt = 0
+            self._publisher_down = False
+            try:
+                await self._publish_on(reader, writer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever broke, reconnect
+                self._failed(exc)
+            finally:
+                self._end_publishing()
+                await connection.disconnect(nowait=True)
+            # A connection that Redis keeps closing is not opened again in a tight loop.
+            await asyncio.sleep(self._delay(0))
 
-    async def _publish_batch(self, connection: AbstractConnection) -> None:
-        queue = self._queue
-        batch = [queue.popleft() for _ in range(min(BATCH, len(queue)))]
-        self._queued -= sum(len(data) for _, data, _ in batch)
-        done = 0
-        try:
-            commands = [(b"PUBLISH", channel, data) for channel, data, _ in batch]
-            await connection.send_packed_command(
-                connection.pack_commands(commands), check_health=False
-            )
-            for _, _, future in batch:
-                receivers = await connection.read_response()
-                done += 1
-                if future is not None and not future.done():
-                    future.set_result(int(receivers))
-        except asyncio.CancelledError:
-            await connection.disconnect(nowait=True)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the batch may be half sent: never resend it
-            self._failed(exc)
-            self._dropped += len(batch) - done
-            for _, _, future in batch[done:]:
-                if future is not None and not future.done():
-                    future.set_exception(BackendUnavailable(f"Redis connection lost ({exc})"))
-                    future.exception()
-            await connection.disconnect(nowait=True)
-        finally:
-            self._published += done
+    async def _publish_on(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Publish on a new connection, first what waited for it; read Redis's answers."""
+        if self._queue:
+            self._write_queue(writer)
+        self._publisher_writer = writer
+        async for reply in _replies(reader):
+            self._answered(reply)
+            if self._queue and self._keeps_up(writer):
+                self._write_queue(writer)
+
+    def _answered(self, reply: Any) -> None:
+        if not self._in_flight:
+            raise InvalidResponse(f"unexpected reply to the publisher: {reply!r}")
+        future = self._in_flight.popleft()
+        if isinstance(reply, ResponseError):
+            self._failed(reply)
+            self._dropped += 1
+            if future is not None and not future.done():
+                future.set_exception(BackendUnavailable(f"Redis refused a message ({reply})"))
+                future.exception()  # a probe's future may have nobody left to read it
+            return
+        self._published += 1
+        if future is not None and not future.done():
+            future.set_result(int(reply))
+
+    def _end_publishing(self) -> None:
+        # What Redis has not answered may or may not have been published: it is never resent.
+        self._publisher_writer = self._cork = None
+        exc = BackendUnavailable(f"Redis connection lost ({self._last_error})")
+        in_flight, self._in_flight = self._in_flight, collections.deque()
+        self._dropped += len(in_flight)
+        for future in in_flight:
+            if future is not None and not future.done():
+                future.set_exception(exc)
+                future.exception()
 
     # -- probing -------------------------------------------------------------------------------
 
@@ -615,8 +749,12 @@ class RedisBackend:
                     self.publish(self._probe_channel, _PROBE.pack(*probe), wait=True),  # type: ignore[arg-type]
                     self.probe_interval,
                 )
-            except (BackendUnavailable, asyncio.TimeoutError):
+            except (BackendUnavailable, asyncio.TimeoutError) as exc:
                 # The publishing side is in trouble, which says nothing about the subscriber.
+                writer = self._publisher_writer
+                if isinstance(exc, asyncio.TimeoutError) and writer is not None:
+                    # Redis left the publisher unanswered: it connects again.
+                    writer.close()
                 if self._probe == probe:
                     self._probe = None
                 continue

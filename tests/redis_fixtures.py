@@ -9,6 +9,7 @@ backoff so that failures show within a test's time.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -30,6 +32,14 @@ LEASE = 1.5
 BACKOFF = (0.05, 1.0)
 PROBE_INTERVAL = 0.5
 LEAVE_GRACE = 0.3
+
+UVICORN_VERSION = tuple(int(part) for part in re.findall(r"\d+", uvicorn.__version__)[:3])
+#: The worker on uvicorn before 0.36, whose ``--ws`` takes only uvicorn's own names.
+RUN_WITH_CLASS = (
+    "import sys, uvicorn; from haske.server import WebSocketProtocol; "
+    "uvicorn.run('redis_fixtures:create_app', factory=True, app_dir=sys.argv[1], "
+    "host='127.0.0.1', port=int(sys.argv[2]), ws=WebSocketProtocol, log_level='warning')"
+)
 
 
 def free_port() -> int:
@@ -120,26 +130,29 @@ class Worker:
             "HASKE_BROADCAST_URL": redis_url,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "redis_fixtures:create_app",
-                "--app-dir",
-                str(TESTS),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--ws",
-                "haske.server:WebSocketProtocol",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
+        self.process = subprocess.Popen(self.command(), env=env)
+
+    def command(self) -> list[str]:
+        """uvicorn's command line, or ``uvicorn.run`` with the class where that cannot name it."""
+        if UVICORN_VERSION < (0, 36):
+            return [sys.executable, "-c", RUN_WITH_CLASS, str(TESTS), str(self.port)]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "redis_fixtures:create_app",
+            "--app-dir",
+            str(TESTS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ws",
+            "haske.server:WebSocketProtocol",
+            "--log-level",
+            "warning",
+        ]
 
     def wait_ready(self) -> Worker:
         try:
@@ -229,6 +242,14 @@ def create_app() -> Any:
         except MessageTooLarge as exc:
             return JSONResponse({"error": str(exc)}, status_code=413)
         return JSONResponse({"delivered": delivered})
+
+    @app.route("/burst", methods=["POST"])
+    async def burst(request: Request) -> JSONResponse:
+        """Broadcasts ``count`` numbered messages on ``channel`` in one event-loop turn."""
+        body = await request.json()
+        for number in range(body["count"]):
+            await broadcaster.broadcast({"n": number}, channel=body["channel"])
+        return JSONResponse({})
 
     @app.route("/send_to", methods=["POST"])
     async def send_to(request: Request) -> JSONResponse:

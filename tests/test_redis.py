@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from redis.exceptions import InvalidResponse, ResponseError
 from redis_fixtures import (
     BACKOFF,
     LEASE,
@@ -28,7 +30,7 @@ from redis_fixtures import (
 
 from haske import broadcast as broadcast_module
 from haske.broadcast import WebSocketBroadcaster, get_broadcaster, node_id
-from haske.redis import BackendUnavailable, MessageTooLarge, RedisBackend
+from haske.redis import BackendUnavailable, MessageTooLarge, RedisBackend, RespReader, command
 
 TIMEOUT = 5.0
 
@@ -138,6 +140,18 @@ async def test_a_broadcast_from_either_process_reaches_every_member(
         for client in (ann, bob, bea, other):
             assert await client.recv() == "all"
         await other.nothing()
+
+
+async def test_a_burst_published_in_one_turn_arrives_whole_and_in_order(
+    workers: tuple[Worker, Worker],
+) -> None:
+    a, b = workers
+    async with member(a, "ivy", "burst") as ivy, member(b, "ike", "burst") as ike:
+        await post(a, "/burst", {"channel": "burst", "count": 500})
+        for client in (ivy, ike):
+            assert [await client.recv() for _ in range(500)] == [{"n": n} for n in range(500)]
+        await ike.nothing()
+    assert a.health()["dropped"] == 0
 
 
 async def test_exclude_works_across_processes(workers: tuple[Worker, Worker]) -> None:
@@ -327,14 +341,17 @@ async def test_a_killed_workers_sessions_leave_within_the_lease(
 
 
 async def test_a_message_over_the_size_cap_is_refused(workers: tuple[Worker, Worker]) -> None:
-    a, _ = workers
-    async with member(a, "sam", "big") as sam:
-        reply = await post(a, "/broadcast", {"message": "x" * (1 << 19), "channel": "big"})
+    a, b = workers
+    async with member(a, "sam", "big") as sam, member(b, "sue", "big") as sue:
+        # A big message crosses over too, read from Redis in several pieces.
+        big = "x" * (1 << 19)
+        reply = await post(a, "/broadcast", {"message": big, "channel": "big"})
         assert reply == {"delivered": 1}
-        assert len(await sam.recv()) == 1 << 19
+        assert await sam.recv() == await sue.recv() == big
         reply = await post(a, "/broadcast", {"message": "x" * ((1 << 20) + 1), "channel": "big"})
         assert "over this broadcaster's limit of 1048576 bytes" in reply["error"]
         await sam.nothing()  # refused before any delivery
+        await sue.nothing()
 
 
 # -- in this process ----------------------------------------------------------------------------
@@ -353,6 +370,37 @@ def test_the_default_broadcaster_takes_its_backend_from_the_environment(
     assert get_broadcaster().health() == {"backend": "memory", "connected": True}
     with pytest.raises(ValueError, match="unsupported broadcast URL"):
         WebSocketBroadcaster("kafka://127.0.0.1")
+
+
+def _read_all(reader: RespReader, *pieces: bytes) -> list[Any]:
+    replies = []
+    for piece in pieces:
+        reader.feed(piece)
+        while (reply := reader.gets()) is not False:
+            replies.append(reply)
+    return replies
+
+
+def test_the_reply_reader_gives_the_same_replies_however_the_bytes_are_split() -> None:
+    data = b"\r\n$3\r\n*1\r\n" + bytes(range(256))  # bytes that look like RESP
+    stream = (
+        command(b"message", b"haske:c:news", data)
+        + b":2\r\n+OK\r\n$-1\r\n*-1\r\n$0\r\n\r\n*2\r\n*1\r\n:7\r\n$1\r\nx\r\n"
+        + b"-ERR unknown command\r\n"
+    )
+    expected = [[b"message", b"haske:c:news", data], 2, b"OK", None, None, b"", [[7], b"x"]]
+    for cut in range(len(stream) + 1):
+        for second in (cut, min(len(stream), cut + 3)):
+            replies = _read_all(RespReader(), stream[:cut], stream[cut:second], stream[second:])
+            assert replies[:-1] == expected
+            assert isinstance(replies[-1], ResponseError)
+            assert str(replies[-1]) == "ERR unknown command"
+    # One byte at a time: a reply is there as soon as its last byte is.
+    reader = RespReader()
+    assert _read_all(reader, *[stream[i : i + 1] for i in range(len(stream))])[:-1] == expected
+    assert reader.gets() is False
+    with pytest.raises(InvalidResponse, match="unexpected reply from Redis"):
+        _read_all(RespReader(), b"?what\r\n")
 
 
 async def test_the_size_cap_is_configurable() -> None:
@@ -385,6 +433,40 @@ async def test_while_redis_is_unreachable_raise_raises_and_buffer_is_bounded() -
     # 1000 bytes hold 4 messages of 200 bytes and their 14 bytes of header; the oldest went.
     assert health["buffered"] == 4 and health["dropped"] == 16 and not health["connected"]
     await buffering.close()
+
+
+async def test_a_stalled_redis_holds_a_bounded_backlog_then_gets_the_newest(
+    redis_server: RedisServer,
+) -> None:
+    publisher = RedisBackend(redis_server.url, buffer_limit=1 << 16)
+    subscriber = RedisBackend(redis_server.url)
+    received: list[bytes] = []
+    subscriber.listen(b"stall", received.append, raw=True)
+    try:
+        assert await subscriber.connect() and await publisher.connect()
+        await eventually(lambda: _true(publisher._publisher_writer is not None))
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            # 32 MiB, more than the kernel's socket buffers take while Redis does not read.
+            for number in range(4096):
+                publisher.publish(b"stall", b"%08d" % number + b"x" * 8184)
+                await asyncio.sleep(0)
+            health = publisher.health()
+            assert health["dropped"] > 0 and 0 < health["buffered"] <= 8
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        await eventually(lambda: _true(received[-1:] and received[-1][:8] == b"00004095"))
+        numbers = [int(message[:8]) for message in received]
+        assert numbers == sorted(numbers)  # in order, with the oldest of the backlog dropped
+        await eventually(lambda: _true(publisher.health()["buffered"] == 0))
+    finally:
+        await publisher.close()
+        await subscriber.close()
+
+
+async def _true(value: Any) -> bool:
+    return bool(value)
 
 
 async def test_health_and_a_clean_close(redis_server: RedisServer) -> None:
