@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -65,4 +66,6 @@ def run(
     uvicorn_kwargs.setdefault("ws", WebSocketProtocol)
     uvicorn_kwargs.setdefault("http", HttpProtocol)
     uvicorn_kwargs.setdefault("loop", "uvloop" if _installed("uvloop") else "auto")
-    uvicorn.run(app, host=host, port=port, **uvicorn_kwargs)
+    # uvicorn re-raises the Ctrl-C it shut down on; before 0.30.3 its run() let that escape.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(app, host=host, port=port, **uvicorn_kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -13,13 +14,27 @@ import pytest
 import uvicorn
 
 from haske import _backends
+from haske.server import WebSocketProtocol
 
-WS_IMPLEMENTATIONS = {
-    "haske": "haske.server:WebSocketProtocol",
+#: uvicorn's version as numbers, e.g. (0, 30, 0); Haske supports 0.30 and later.
+UVICORN_VERSION = tuple(int(part) for part in re.findall(r"\d+", uvicorn.__version__)[:3])
+
+WS_IMPLEMENTATIONS: dict[str, Any] = {
+    # The class works on every uvicorn; the import path only from 0.36 (test_uvicorn_range.py).
+    "haske": WebSocketProtocol,
     "websockets": "websockets",
-    "websockets-sansio": "websockets-sansio",
+    # uvicorn's sans-I/O websockets protocol came in 0.35; before, its legacy one stands in.
+    "websockets-sansio": "websockets-sansio" if UVICORN_VERSION >= (0, 35) else "websockets",
     "wsproto": "wsproto",
 }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start a redis-server, so that ``-m "not redis"`` leaves them out."""
+    for item in items:
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
 
 
 def _backend_fixture(component: str) -> Callable[..., ModuleType]:

@@ -38,15 +38,19 @@ demo = _load_demo()
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # The system's Chromium where there is one, else Playwright's own.
     executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail(
-            "the browser test needs Chromium: no `chromium` executable on PATH "
-            "(Debian/Ubuntu: apt-get install chromium)",
-            pytrace=False,
-        )
-    with _sync_api().sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, timeout=30_000)
+    sync_api = _sync_api()
+    with sync_api.sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=executable, timeout=30_000)
+        except sync_api.Error as exc:
+            pytest.fail(
+                "the browser test needs Chromium: a `chromium` executable on PATH "
+                "(Debian/Ubuntu: apt-get install chromium) or Playwright's own "
+                f"(python -m playwright install chromium): {exc}",
+                pytrace=False,
+            )
         yield browser
         browser.close()
 

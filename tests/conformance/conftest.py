@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -11,10 +12,13 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
+from haske.server import WebSocketProtocol
+
 from .app import app
 
-WS_IMPLEMENTATIONS = {
-    "haske": "haske.server:WebSocketProtocol",
+WS_IMPLEMENTATIONS: dict[str, object] = {
+    # The class rather than its import path, which uvicorn takes only from 0.36 on.
+    "haske": WebSocketProtocol,
     "websockets": "websockets",
     "websockets-sansio": "websockets-sansio",
     "wsproto": "wsproto",
@@ -62,6 +66,8 @@ def echo_url(ws_impl: str) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"uvicorn with ws={ws_impl!r} did not start")
         time.sleep(0.01)
+    # uvicorn before 0.36 installs uvloop's policy process-wide; the client runs on asyncio's.
+    asyncio.set_event_loop_policy(None)
     yield f"ws://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(15)
