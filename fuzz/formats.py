@@ -9,17 +9,18 @@ Frames input::
 
     flags:1  limit:2  count:1  count * (mode:1 length:2)  stream
 
-    flags: bit 0 require_mask, bits 4-6 allowed_rsv
+    flags: bit 0 require_mask, bit 1 read_partial() after the last feed, bits 4-6 allowed_rsv
     mode:  bits 0-1 feed kind, bits 2-3 frames read after the feed (all, none, one, two),
-           bits 4-6 repeat the chunk 2**n times
+           bits 4-6 repeat the chunk 2**n times, bit 7 read_partial() after the reads
 
 Connection input::
 
     flags:1  message_limit:2  frame_limit:2  count:1  count * (mode:1 action:1 length:2)  stream
 
-    flags:  bit 0 client side, bit 1 frame mode, bit 2 frame_limit applies
+    flags:  bit 0 client side, bit 1 frame mode, bit 2 frame_limit applies, bit 3 the deferred
+            failure waits for a fail() call (else it is failed at once)
     mode:   bits 0-1 feed kind, bit 2 take the output after the step, bits 3-5 repeat 2**n times
-    action: modulo 9, 0 feeds the chunk, 1-8 an application call with it (fuzz_connection.py)
+    action: modulo 10, 0 feeds the chunk, 1-9 an application call with it (fuzz_connection.py)
 
 A limit below 0x8000 is the value itself; from 0x8000 on it picks from :data:`LIMITS`.
 """
@@ -35,6 +36,9 @@ LIMITS = (0, 1, 125, 126, 4096, 65535, 65536, 1 << 20, 2**63 - 1, 2**64)
 MAX_FED = 1 << 20
 MAX_RECORDS = 15
 
+#: Connection steps: 0 feeds the chunk, the others are application calls.
+ACTIONS = 10
+
 #: Feed kinds: the decoder keeps ``bytes`` by reference and copies the others.
 BYTES, BYTEARRAY, MEMORYVIEW, STRIDED = range(4)
 
@@ -43,8 +47,9 @@ class Chunk(NamedTuple):
     data: bytes
     kind: int  # BYTES, BYTEARRAY, MEMORYVIEW or STRIDED
     reads: int  # frames to read after this feed: -1 all, else at most that many
-    action: int = 0  # connection only: 0 feeds ``data``, else an application call (1-8)
+    action: int = 0  # connection only: 0 feeds ``data``, else an application call (1-9)
     flush: bool = True  # connection only: take the output after this step
+    partial: bool = False  # frames only: call read_partial() after the reads
 
 
 class FramesCase(NamedTuple):
@@ -59,6 +64,8 @@ class ConnectionCase(NamedTuple):
     frame_mode: bool
     max_message_size: int
     max_frame_size: int | None
+    #: With ``defer_failure``, leave the failure pending until a fail() step or the end.
+    fail_later: bool
     chunks: list[Chunk]
 
 
@@ -130,10 +137,10 @@ def frames_case(raw: bytes) -> FramesCase:
     flags = raw[0] if raw else 0
     records, rest = _split(raw, 3, 3)
     chunks = [
-        Chunk(data, head[0] & 3, (-1, 0, 1, 2)[(head[0] >> 2) & 3])
+        Chunk(data, head[0] & 3, (-1, 0, 1, 2)[(head[0] >> 2) & 3], partial=bool(head[0] & 0x80))
         for (head, _), data in zip(records, _chunks(records, 4))
     ]
-    chunks.append(Chunk(rest, BYTES, -1))
+    chunks.append(Chunk(rest, BYTES, -1, partial=bool(flags & 2)))
     return FramesCase(bool(flags & 1), flags & 0x70, limit(_u16(raw, 1)), chunks)
 
 
@@ -141,7 +148,7 @@ def connection_case(raw: bytes) -> ConnectionCase:
     flags = raw[0] if raw else 0
     records, rest = _split(raw, 5, 4)
     chunks = [
-        Chunk(data, head[0] & 3, -1, head[1] % 9, bool(head[0] & 4))
+        Chunk(data, head[0] & 3, -1, head[1] % ACTIONS, bool(head[0] & 4))
         for (head, _), data in zip(records, _chunks(records, 3))
     ]
     chunks.append(Chunk(rest, BYTES, -1))
@@ -150,6 +157,7 @@ def connection_case(raw: bytes) -> ConnectionCase:
         frame_mode=bool(flags & 2),
         max_message_size=max(1, limit(_u16(raw, 1))),
         max_frame_size=limit(_u16(raw, 3)) if flags & 4 else None,
+        fail_later=bool(flags & 8),
         chunks=chunks,
     )
 
@@ -161,10 +169,11 @@ def pack_frames(
     allowed_rsv: int = 0,
     max_frame_size: int = 65535,
     mode: int | list[int] = 0,
+    partial_last: bool = False,
 ) -> bytes:
     """A frames input feeding each piece of ``stream`` as one chunk; ``mode`` per record or all."""
     modes = mode if isinstance(mode, list) else [mode] * (len(stream) - 1)
-    flags = (1 if require_mask else 0) | allowed_rsv
+    flags = (1 if require_mask else 0) | (2 if partial_last else 0) | allowed_rsv
     head = bytes([flags]) + selector(max_frame_size).to_bytes(2, "big") + bytes([len(stream) - 1])
     records = b"".join(
         bytes([record_mode]) + len(piece).to_bytes(2, "big")
@@ -180,6 +189,7 @@ def pack_connection(
     frame_mode: bool = False,
     max_message_size: int = 65535,
     max_frame_size: int | None = None,
+    fail_later: bool = False,
     flush: bool = True,
 ) -> bytes:
     """A connection input: ``(action, data)`` steps, the last one a feed of its data.
@@ -187,7 +197,10 @@ def pack_connection(
     With ``flush`` the output is taken after every step, else only at the end.
     """
     flags = (
-        (1 if client else 0) | (2 if frame_mode else 0) | (4 if max_frame_size is not None else 0)
+        (1 if client else 0)
+        | (2 if frame_mode else 0)
+        | (4 if max_frame_size is not None else 0)
+        | (8 if fail_later else 0)
     )
     head = (
         bytes([flags])

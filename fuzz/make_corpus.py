@@ -35,9 +35,9 @@ def close(code: int, reason: bytes = b"") -> bytes:
     return client(CLOSE, code.to_bytes(2, "big") + reason)
 
 
-def mode(kind: int = formats.BYTES, reads: int = 0, repeat: int = 0) -> int:
+def mode(kind: int = formats.BYTES, reads: int = 0, repeat: int = 0, partial: bool = False) -> int:
     """A frames record's mode byte; ``reads`` 0 all, 1 none, 2 one, 3 two frames."""
-    return kind | reads << 2 | repeat << 4
+    return kind | reads << 2 | repeat << 4 | (0x80 if partial else 0)
 
 
 CONVERSATION = [
@@ -50,6 +50,10 @@ CONVERSATION = [
 ]
 # 65536 bytes of payload: a 512-byte piece repeated 2**7 times.
 LARGE_HEADER = bytes([0x82, 0xFF]) + (65536).to_bytes(8, "big") + KEY
+# A text frame to read as it arrives, cut inside its header, its key and a character.
+ARRIVING = client(TEXT, "ünïcode arriving ".encode() * 12)
+INVALID_ARRIVING = client(TEXT, b"valid start, then \xc0\xaf" + b"x" * 200)
+ARRIVING_CUTS = [ARRIVING[:3], ARRIVING[3:6], ARRIVING[6:9], ARRIVING[9:40], ARRIVING[40:150]]
 
 
 def frames_seeds() -> dict[str, bytes]:
@@ -78,6 +82,29 @@ def frames_seeds() -> dict[str, bytes]:
         "error-too-big": pack([client(BINARY, b"b" * 126)], max_frame_size=125),
         "error-top-bit-length": pack([bytes([0x82, 0xFF, 0x80]) + bytes(7) + KEY]),
         "error-long-ping": pack([bytes([0x89, 0xFE, 0, 126]) + KEY]),
+        "partial-unread": pack(
+            [*ARRIVING_CUTS, ARRIVING[150:]], mode=mode(reads=1, partial=True), partial_last=True
+        ),
+        "partial-behind-frames": pack(
+            [stream + ARRIVING[:50], ARRIVING[50:51], ARRIVING[51:]],
+            mode=[mode(formats.BYTEARRAY, partial=True), mode(formats.STRIDED, partial=True)],
+        ),
+        "partial-large": pack(
+            [LARGE_HEADER, bytes(range(256)), bytes(range(256)) * 8, b""],
+            max_frame_size=1 << 20,
+            mode=[mode(partial=True), mode(repeat=5, partial=True), mode(repeat=3, partial=True)],
+            partial_last=True,
+        ),
+        "partial-server-frames": pack(
+            [server(BINARY, b"s" * 300)[:100], server(BINARY, b"s" * 300)[100:]],
+            require_mask=False,
+            mode=mode(reads=2, partial=True),
+        ),
+        "partial-error-header": pack(
+            [client(TEXT, b"ok") + bytes([0x83]), bytes([0x80]) + KEY],
+            mode=mode(reads=1, partial=True),
+            partial_last=True,
+        ),
     }
 
 
@@ -153,6 +180,37 @@ def connection_seeds() -> dict[str, bytes]:
         ),
         "frame-limit": pack([(0, client(BINARY, b"q" * 130))], max_frame_size=126),
         "eof": pack([(7, b""), (0, client(TEXT, b"late"))]),
+        "deferred-error-answered": pack(
+            [
+                (0, client(TEXT, b"question") + bytes([0x83, 0x80]) + KEY),
+                (1, b"answer"),
+                (0, client(TEXT, b"ignored")),
+                (9, b""),
+                (0, b""),
+            ],
+            fail_later=True,
+        ),
+        "deferred-error-at-once": pack([(0, client(TEXT, b"question")), (0, client(0, b"orphan"))]),
+        "deferred-error-then-close": pack(
+            [(0, client(BINARY, b"x" * 20)), (5, b"\x03\xe8bye"), (0, close(1000))],
+            max_message_size=10,
+            fail_later=True,
+        ),
+        "deferred-error-eof": pack(
+            [(0, client(TEXT, b"\xff")), (7, b""), (9, b""), (0, b"")], fail_later=True
+        ),
+        "arriving-invalid-utf8": pack(
+            [(0, INVALID_ARRIVING[:10]), (0, INVALID_ARRIVING[10:30]), (0, INVALID_ARRIVING[30:])],
+            fail_later=True,
+        ),
+        "arriving-surrogate-in-continuation": pack(
+            [
+                (0, client(TEXT, b"ab\xed", fin=False)),
+                (0, client(0, b"\xa0\x80 and more")[:9]),
+                (0, b""),
+            ]
+        ),
+        "fail-long-reason": pack([(9, "é".encode() * 70), (0, client(TEXT, b"late"))]),
         "app-sends-frames": pack(
             [
                 (8, b"\x01frag"),

@@ -1,9 +1,11 @@
-"""Client-side helpers the tests share: reading what an app sent without hanging, and waiting for
-a condition to come true."""
+"""Client-side helpers the tests share: reading what an app sent without hanging, waiting for a
+condition to come true, and opening a handshake by hand."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -37,3 +39,29 @@ async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) ->
     while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+async def upgrade(
+    port: int, path: str = "/ws", headers: dict[str, str] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Send an upgrade request over raw TCP; the streams and the response head, as received.
+
+    ``headers`` add to or replace the valid request's headers.
+    """
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT)
+    fields = {
+        "Host": f"127.0.0.1:{port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        **(headers or {}),
+    }
+    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    writer.write(request.encode() + b"\r\n")
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer, head

@@ -10,10 +10,10 @@ import queue
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 import websockets
+from clients import TIMEOUT, receive, recv
 from starlette.applications import Starlette
 from starlette.exceptions import WebSocketException
 from starlette.middleware import Middleware
@@ -21,27 +21,14 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import NoMatchFound, WebSocketRoute
-from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from haske.app import Haske
 from haske.broadcast import WebSocketBroadcaster
 from haske.ws import WebSocket, default_routes, websocket_route
-
-TIMEOUT = 5.0
-
-
-def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
-    """The next message the app sent, failing instead of hanging."""
-
-    async def get() -> Message:
-        with anyio.fail_after(timeout):
-            return await session._send_rx.receive()
-
-    return session.portal.call(get)
-
 
 app_before = Haske()
 
@@ -227,7 +214,7 @@ async def test_app_routes_are_tracked_by_their_broadcaster_on_real_servers(
             await asyncio.to_thread(joined.get, timeout=TIMEOUT)
         await ada.send("hi all")
         for client in (ada, bob):
-            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "ada: hi all"
+            assert await recv(client) == "ada: hi all"
     async with httpx.AsyncClient() as http:
         for _ in range(500):
             connections = (await http.get(server.http_url + "/count")).json()["connections"]
@@ -307,7 +294,7 @@ async def test_websocket_routes_keep_starlette_semantics_with_and_without_middle
     ended: queue.Queue[WebSocketState] = queue.Queue()
     server = serve(dispatch_app(seen, ended), ws=ws_impl)
     async with websockets.connect(server.url + "/items/5") as client:
-        assert json.loads(await asyncio.wait_for(client.recv(), TIMEOUT)) == {
+        assert json.loads(await recv(client)) == {
             "item": 5,
             "app": True,
             "router": True,
@@ -317,13 +304,13 @@ async def test_websocket_routes_keep_starlette_semantics_with_and_without_middle
             "url": server.url + "/items/7",
         }
         await client.send("echo")
-        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "echo"
+        assert await recv(client) == "echo"
     ended_state = await asyncio.to_thread(ended.get, timeout=TIMEOUT)
     assert ended_state is WebSocketState.DISCONNECTED
 
     async with websockets.connect(server.url + "/plain/ada") as client:
         await client.send("hello")
-        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "plain ada"
+        assert await recv(client) == "plain ada"
     # An exception no handler takes reaches the server: Haske's closes with 1011, uvicorn's
     # drops the connection (1006).
     crashed = 1011 if ws_impl == "haske" else 1006
@@ -331,7 +318,7 @@ async def test_websocket_routes_keep_starlette_semantics_with_and_without_middle
         async with websockets.connect(server.url + "/plain/ada") as client:
             await client.send(command)
             with pytest.raises(websockets.ConnectionClosed):
-                await asyncio.wait_for(client.recv(), TIMEOUT)
+                await recv(client)
             assert client.close_code == code, command
 
     with pytest.raises(websockets.InvalidStatus) as refused:

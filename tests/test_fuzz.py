@@ -1,11 +1,13 @@
 """The fuzz targets' properties (see fuzz/), as short hypothesis runs in the normal suite.
 
 - The frame decoder raises nothing but ``ProtocolError`` 1002 or 1009, never returns a payload
-  over ``max_frame_size``, and every built backend does exactly what the pure twin does.
+  over ``max_frame_size``, and every built backend does exactly what the pure twin does, with
+  ``read_partial()`` between feeds too; the partial reads of a frame are the start of its payload.
 - The handshake twins agree field by field from request bytes to response bytes, and raise only
   ``HandshakeError`` (parsing) or ``ValueError`` (building).
 - The sans-I/O connection never raises on peer bytes, reports and sends only valid close codes,
-  sends only valid server frames and behaves the same on every frames backend.
+  sends only valid server frames and behaves the same on every frames backend; with
+  ``defer_failure``, failing at the ``ERROR`` event gives the same events and bytes as without.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from haske import _backends
 from haske.connection import (
     CLOSED,
+    ERROR,
     FRAME,
     OP_CLOSE,
     OP_TEXT,
@@ -80,17 +83,30 @@ feed_kinds = st.sampled_from([bytes, bytearray, memoryview])
 
 
 def decode_log(
-    frames: ModuleType, chunks: list[bytes], kind: Callable[[bytes], Any], **options: Any
+    frames: ModuleType,
+    chunks: list[bytes],
+    kind: Callable[[bytes], Any],
+    partial: bool,
+    **options: Any,
 ) -> list[Any]:
-    """Everything one decoder did with ``chunks``: frames, bytes held, and how it failed."""
+    """Everything one decoder did with ``chunks``: frames, partial reads, bytes held, and how it
+    failed."""
     decoder = frames.FrameDecoder(**options)
     log: list[Any] = []
+    arrived = b""  # the partial reads of the frame in progress
     try:
         for chunk in chunks:
             decoder.feed(kind(chunk))
             for frame in decoder:
                 assert len(frame.payload) <= options["max_frame_size"]
+                assert frame.payload.startswith(arrived)
+                arrived = b""
                 log.append(frame_key(frame))
+            if partial and (read := decoder.read_partial()) is not None:
+                _, offset, data = read
+                assert offset == len(arrived)
+                arrived += data
+                log.append(read)
             log.append(decoder.buffered)
     except ProtocolError as exc:
         assert exc.code in (1002, 1009)
@@ -106,6 +122,7 @@ def decode_log(
     max_frame_size=st.sampled_from([0, 125, 126, 65535, 2**63 - 1, 2**64]) | st.integers(0, 300),
     require_mask=st.booleans(),
     allowed_rsv=st.sampled_from([0, 0x40, 0x70]),
+    partial=st.booleans(),
 )
 def test_decoder_twins_agree(
     data: st.DataObject,
@@ -114,6 +131,7 @@ def test_decoder_twins_agree(
     max_frame_size: int,
     require_mask: bool,
     allowed_rsv: int,
+    partial: bool,
 ) -> None:
     stream = data.draw(streams(require_mask))
     options = {
@@ -122,9 +140,9 @@ def test_decoder_twins_agree(
         "allowed_rsv": allowed_rsv,
     }
     chunks = cut(stream, points)
-    expected = decode_log(PURE_FRAMES, chunks, kind, **options)
+    expected = decode_log(PURE_FRAMES, chunks, kind, partial, **options)
     for frames in FRAMES.values():
-        assert decode_log(frames, chunks, kind, **options) == expected
+        assert decode_log(frames, chunks, kind, partial, **options) == expected
 
 
 # The handshake
@@ -211,14 +229,26 @@ def test_handshake_twins_agree(data: bytes) -> None:
 
 
 def connection_log(
-    frames: ModuleType, chunks: list[bytes], frame_mode: bool, max_message_size: int
+    frames: ModuleType,
+    chunks: list[bytes],
+    frame_mode: bool,
+    max_message_size: int,
+    defer_failure: bool = False,
 ) -> list[Any]:
-    """The events and sent frames of a server connection fed ``chunks``, checked as they come."""
-    conn = Connection(frames=frames, max_message_size=max_message_size)
+    """The events and sent frames of a server connection fed ``chunks``, checked as they come.
+
+    With ``defer_failure`` the connection is failed at the ``ERROR`` event, logged as the close
+    event it stands for.
+    """
+    conn = Connection(frames=frames, max_message_size=max_message_size, defer_failure=defer_failure)
     conn.frame_mode = frame_mode
     log: list[Any] = []
     for chunk in chunks:
         for kind, value in conn.receive_data(chunk):
+            if kind == ERROR:
+                assert defer_failure and value[0] in (1002, 1007, 1009)
+                conn.fail(*value)
+                kind = OP_CLOSE
             if kind == OP_CLOSE:
                 assert value[0] in VALID_CLOSE_CODES | {1005}
                 assert conn.state == CLOSED
@@ -251,3 +281,4 @@ def test_connection_never_raises_and_closes_validly(
     expected = connection_log(PURE_FRAMES, chunks, frame_mode, max_message_size)
     for frames in FRAMES.values():
         assert connection_log(frames, chunks, frame_mode, max_message_size) == expected
+        assert connection_log(frames, chunks, frame_mode, max_message_size, True) == expected

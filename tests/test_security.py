@@ -4,21 +4,18 @@ and the handler never runs; on real servers, with raw sockets."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clients import TIMEOUT, upgrade
 from starlette.routing import WebSocketRoute
 
 from haske import Haske
 from haske.security import OriginPolicy, origin_allowed
 from haske.ws import Deny, WebSocket, default_routes, websocket_route
-
-TIMEOUT = 5.0
 
 SERVERS = ["haske", "websockets-sansio"]
 
@@ -27,19 +24,8 @@ async def handshake(
     port: int, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """Send an upgrade request; the status, the response headers and, for a refusal, the body."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT)
-    fields = {
-        "Host": f"127.0.0.1:{port}",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-        "Sec-WebSocket-Version": "13",
-        **(headers or {}),
-    }
-    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
-    writer.write(request.encode() + b"\r\n")
+    reader, writer, head = await upgrade(port, path, headers)
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         status_line, *lines = head.decode("latin-1").split("\r\n")
         status = int(status_line.split()[1])
         response = {

@@ -13,28 +13,15 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
-import anyio
 import pytest
 import websockets
+from clients import TIMEOUT, receive, recv
 from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message
 
 from haske.app import Haske
 from haske.broadcast import WebSocketBroadcaster
 from haske.sessions import LiveSessionManager
 from haske.ws import WebSocket
-
-TIMEOUT = 5.0
-
-
-def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
-    """The next message the app sent, failing instead of hanging."""
-
-    async def get() -> Message:
-        with anyio.fail_after(timeout):
-            return await session._send_rx.receive()
-
-    return session.portal.call(get)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -297,7 +284,7 @@ async def test_connection_churn_leaves_the_broadcaster_and_sessions_empty(
         # Presence events it never reads must not pause the client's reading (and with it
         # the closing handshake): no max_queue.
         async with websockets.connect(server.url + path, max_queue=None) as client:
-            while await asyncio.wait_for(client.recv(), TIMEOUT) != "ready":
+            while await recv(client) != "ready":
                 pass  # presence events of other users
 
     cycles = 1000
