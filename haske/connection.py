@@ -156,6 +156,32 @@ class Connection:
     can still be answered; nothing more is read, and the caller calls :meth:`fail`.
     """
 
+    # A server holds one per open connection: slots, and the output list, the parts of a
+    # fragmented message and the UTF-8 checkers only while they are in use, keep an idle one small.
+    __slots__ = (
+        "_decoder",
+        "_defer_failure",
+        "_encode",
+        "_failed",
+        "_header",
+        "_mask",
+        "_msg_framed",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_out",
+        "_partial_utf8",
+        "_utf8",
+        "client",
+        "close_received",
+        "close_sent",
+        "frame_mode",
+        "frames",
+        "max_message_size",
+        "pending_bytes",
+        "state",
+    )
+
     def __init__(
         self,
         *,
@@ -184,7 +210,8 @@ class Connection:
         self.frame_mode = False
         self.close_sent: tuple[int, str] | None = None
         self.close_received: tuple[int, str] | None = None
-        self._out: list[bytes] = []
+        # What is queued for the peer; None when nothing is.
+        self._out: list[bytes] | None = None
         #: Bytes queued and not yet handed over by :meth:`data_to_send` (an attribute, not a
         #: property: the server reads it for every message and every broadcast frame).
         self.pending_bytes = 0
@@ -192,11 +219,13 @@ class Connection:
         # it is delivered frame by frame.
         self._msg_opcode = 0
         self._msg_size = 0
-        self._msg_parts: list[Any] = []
+        self._msg_parts: list[Any] | None = None
         self._msg_framed = False
-        self._utf8 = _Utf8Decoder()
-        # Checks the part of a text frame that arrived, from the message's state at its start.
-        self._partial_utf8 = _Utf8Decoder()
+        # Checks a fragmented text message; made for the first one.
+        self._utf8: codecs.IncrementalDecoder | None = None
+        # Checks the part of a text frame that arrived, from the message's state at its start;
+        # made for the first frame that arrives in pieces.
+        self._partial_utf8: codecs.IncrementalDecoder | None = None
         self._defer_failure = defer_failure
         self._failed = False
 
@@ -252,7 +281,10 @@ class Connection:
             self._msg_size = 0
             self._msg_framed = self.frame_mode
             if opcode == OP_TEXT:
-                self._utf8.reset()
+                if self._utf8 is None:
+                    self._utf8 = _Utf8Decoder()
+                else:
+                    self._utf8.reset()
         payload = frame.payload
         fin = frame.fin
         self._msg_size += len(payload)
@@ -260,22 +292,27 @@ class Connection:
             raise ProtocolError(1009, f"message over {self.max_message_size} bytes")
         text = self._msg_opcode == OP_TEXT
         if text:
+            utf8 = self._utf8
+            assert utf8 is not None
             # Fails at the first invalid byte, even when a sequence spans fragments.
-            part: Any = self._utf8.decode(payload, fin)
+            part: Any = utf8.decode(payload, fin)
             if not fin:
-                _check_pending_utf8(self._utf8)
+                _check_pending_utf8(utf8)
         else:
             part = payload
         if self._msg_framed:
             events.append((FRAME, frame))
         elif part:
-            self._msg_parts.append(part)
+            if self._msg_parts is None:
+                self._msg_parts = [part]
+            else:
+                self._msg_parts.append(part)
         if fin:
             if not self._msg_framed:
-                parts = self._msg_parts
+                parts = self._msg_parts or ()
                 joined: Any = ("" if text else b"").join(parts)
                 events.append((OP_TEXT if text else OP_BINARY, joined))
-                self._msg_parts = []
+                self._msg_parts = None
             self._msg_opcode = 0
 
     def _check_partial(self) -> None:
@@ -285,11 +322,14 @@ class Connection:
             return
         opcode, offset, data = partial
         utf8 = self._partial_utf8
+        if utf8 is None:
+            utf8 = self._partial_utf8 = _Utf8Decoder()
         if opcode == OP_TEXT and not self._msg_opcode:
             if not offset:
                 utf8.reset()
         elif opcode == OP_CONTINUATION and self._msg_opcode == OP_TEXT:
             if not offset:
+                assert self._utf8 is not None  # made when the text message began
                 utf8.setstate(self._utf8.getstate())
         else:
             return
@@ -334,7 +374,11 @@ class Connection:
         payload = text.encode()
         if len(payload) < LARGE_PAYLOAD and self._mask is None:
             frame = self._encode(OP_TEXT, payload)
-            self._out.append(frame)
+            out = self._out  # _queue, inlined: this runs for every message
+            if out is None:
+                self._out = [frame]
+            else:
+                out.append(frame)
             self.pending_bytes += len(frame)
         else:
             self._send_data(OP_TEXT, payload)
@@ -347,20 +391,22 @@ class Connection:
         payload = data if type(data) is bytes else bytes(data)
         if len(payload) < LARGE_PAYLOAD and self._mask is None:
             frame = self._encode(OP_BINARY, payload)
-            self._out.append(frame)
+            out = self._out  # _queue, inlined
+            if out is None:
+                self._out = [frame]
+            else:
+                out.append(frame)
             self.pending_bytes += len(frame)
         else:
             self._send_data(OP_BINARY, payload)
 
     def _send_data(self, opcode: int, payload: bytes, fin: bool = True) -> None:
         if len(payload) < LARGE_PAYLOAD or self._mask:
-            frame = self._encode(opcode, payload, fin=fin, mask=self._mask)
-            self._out.append(frame)
-            self.pending_bytes += len(frame)
+            self._queue(self._encode(opcode, payload, fin=fin, mask=self._mask))
         else:
-            header = self._header(opcode, len(payload), fin=fin)
-            self._out += (header, payload)
-            self.pending_bytes += len(header) + len(payload)
+            # The payload goes out as it is, after a header of its own.
+            self._queue(self._header(opcode, len(payload), fin=fin))
+            self._queue(payload)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping."""
@@ -419,7 +465,11 @@ class Connection:
         if self.state != OPEN:
             raise self._closed_error()
         # _queue, inlined: a broadcast calls this once per member.
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]
+        else:
+            out.append(data)
         self.pending_bytes += len(data)
 
     def fail(self, code: int, reason: str = "") -> None:
@@ -432,7 +482,10 @@ class Connection:
         self.state = CLOSED
 
     def _queue(self, data: bytes) -> None:
-        self._out.append(data)
+        if self._out is None:
+            self._out = [data]
+        else:
+            self._out.append(data)
         self.pending_bytes += len(data)
 
     def _closed_error(self) -> ConnectionClosed:
@@ -460,9 +513,10 @@ class Connection:
     def data_to_send(self) -> list[bytes]:
         """Everything queued for the peer, in order; the queue is empty afterwards."""
         out = self._out
-        if out:
-            self._out = []
-            self.pending_bytes = 0
+        if out is None:
+            return []
+        self._out = None
+        self.pending_bytes = 0
         return out
 
     def drop_oldest(self, nbytes: int) -> bool:
@@ -472,7 +526,7 @@ class Connection:
         droppable messages add up to less than ``nbytes``, all of them go; the result says
         whether ``nbytes`` were freed.
         """
-        entries = self._out
+        entries = self._out or []
         kept: list[bytes] = []
         freed = 0
         for start, stop, droppable in _queued_units(entries):
@@ -480,6 +534,6 @@ class Connection:
                 freed += sum(len(entry) for entry in entries[start:stop])
             else:
                 kept += entries[start:stop]
-        self._out = kept
+        self._out = kept or None
         self.pending_bytes -= freed
         return freed >= nbytes

@@ -21,18 +21,22 @@ both (``uvicorn app:app --http haske.server:HttpProtocol --ws haske.server:WebSo
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import copy
 import itertools
 import logging
 import random
 import sys
 import time
 import weakref
+from collections.abc import Awaitable, Coroutine
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
 
 import h11
 from starlette.websockets import WebSocketDisconnect
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornH11Protocol
 
 from haske import limits
@@ -69,6 +73,9 @@ _connection_ids = itertools.count(1)
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 _TASK_NAME = "haske.websocket"  # one name for every connection's task, not a string each
 _NO_OPTIONS: dict[str, Any] = {}
+# Where the end of every app task is handled: a done callback otherwise holds a copy of the
+# context it was added in for as long as the connection. The callback sets no context variable.
+_CALLBACK_CONTEXT = contextvars.Context()
 
 #: Header names (lowercased) that nearly every upgrade request carries, and whole headers that
 #: are the same in most: every scope refers to these instead of holding its own copies.
@@ -109,6 +116,14 @@ _SHARED_HEADERS = {
         (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits"),
     )
 }
+
+#: Headers whose values tend to repeat across connections (a server has one Host): each scope
+#: refers to the previous connection's header when it carries the same one.
+_REPEATING_NAMES = frozenset({b"host", b"origin", b"user-agent"})
+_last_headers: dict[bytes, tuple[bytes, bytes]] = {}
+
+#: Stand-ins for the proxy-headers middleware instances of uvicorn (see ``_call_app``).
+_proxy_stand_ins: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 #: Open WebSocket connections per uvicorn server (its ``server_state``), for ``max_connections``.
 _open_connections: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -229,7 +244,6 @@ class WebSocketProtocol(asyncio.Protocol):
         "_pong_timer",
         "_quiet_since",
         "_response",
-        "_resume_at",
         "_state",
         "_waiter",
         "_write_paused",
@@ -305,17 +319,18 @@ class WebSocketProtocol(asyncio.Protocol):
         self._response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
 
         # ASGI messages and, in frame mode, frames waiting for the app: lists, not deques,
-        # since an empty deque holds a 64-slot block and these stay short (max_queue).
+        # since an empty deque holds a 64-slot block and these stay short (max_queue). The
+        # frame list, like the other lists below, is only made once it is needed.
         self._inbox: list[dict[str, Any]] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._frames: list[Any] = []
+        # The receive waiting for the next message, which is set as its result.
+        self._waiter: asyncio.Future[dict[str, Any]] | None = None
+        self._frames: list[Any] | None = None
         self._frame_waiter: asyncio.Future[None] | None = None
         self._disconnect: dict[str, Any] | None = None
-        self._resume_at = self.max_queue // 2
 
         self._paused = 0
         self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._flusher = _flusher(self.loop)
         self._dirty = False  # queued in self._flusher for this turn's flush
         self._close_timer: asyncio.TimerHandle | None = None
@@ -324,7 +339,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._fail_timer: asyncio.TimerHandle | None = None
 
         # Pings in flight, oldest first: [payload, sent at, future or None for keepalive].
-        self._pings: list[tuple[bytes, float, asyncio.Future[float] | None]] = []
+        self._pings: list[tuple[bytes, float, asyncio.Future[float] | None]] | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
 
@@ -362,7 +377,8 @@ class WebSocketProtocol(asyncio.Protocol):
             if waiter is not None:
                 self._waiter = None
                 if not waiter.done():
-                    waiter.set_result(None)
+                    # It waits only while the inbox is empty: the first message is its own.
+                    waiter.set_result(inbox.pop(0))
                     # The app runs in the next loop turn; a flush queued right behind it sends
                     # its answer in that same turn instead of one turn later.
                     self._flusher.move_back(self.loop)
@@ -390,11 +406,13 @@ class WebSocketProtocol(asyncio.Protocol):
         self._stop_timers()
         if previous != _HEAD:
             self._deliver_disconnect(conn.close_code, conn.close_reason)
-        closed = ConnectionClosed(conn.close_code, conn.close_reason or None)
-        for _, _, future in self._pings:
-            if future is not None and not future.done():
-                future.set_exception(closed)
-        self._pings.clear()
+        pings = self._pings
+        if pings:
+            self._pings = None
+            closed = ConnectionClosed(conn.close_code, conn.close_reason or None)
+            for _, _, future in pings:
+                if future is not None and not future.done():
+                    future.set_exception(closed)
         self._release_drain_waiters()
         if exc is None:
             self.transport.close()
@@ -474,7 +492,7 @@ class WebSocketProtocol(asyncio.Protocol):
             "path": sys.intern(self.root_path + path),
             "raw_path": self.root_path.encode("ascii") + raw_path,
             "query_string": query,
-            "headers": [_scope_header(name, value) for name, value in request.headers],
+            "headers": _scope_headers(request.headers),
             "subprotocols": validation.subprotocols or (),
             "state": self.app_state.copy(),
             "extensions": {"websocket.http.response": _NO_OPTIONS, "haske.websocket": self},
@@ -502,14 +520,14 @@ class WebSocketProtocol(asyncio.Protocol):
         # ours around it would stay in memory as long as the connection.
         try:
             task = self.loop.create_task(
-                self.app(self.scope, self.receive, self.send), name=_TASK_NAME
+                _call_app(self.app, self.scope, self.receive, self.send), name=_TASK_NAME
             )
         except Exception:
             self.logger.exception("Exception in ASGI application\n")
             self._app_failed()
             return
         self.tasks.add(task)
-        task.add_done_callback(self._app_done)
+        task.add_done_callback(self._app_done, context=_CALLBACK_CONTEXT)
 
     def _app_done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
@@ -546,20 +564,42 @@ class WebSocketProtocol(asyncio.Protocol):
     async def receive(self) -> dict[str, Any]:
         """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
         inbox = self._inbox
-        while not inbox:
-            if self._failure is not None:
-                self._fail_now()  # the app took every message that came before the error
-                continue
-            if self._disconnect is not None:
-                return self._disconnect
+        if inbox:
+            message = inbox.pop(0)
+            if self._paused & _PAUSE_QUEUE:
+                self._resume_reading_queue()
+            return message
+        waiter = self._waiter
+        if (waiter is None or waiter.done()) and self._failure is None and self._disconnect is None:
+            # _next_message, inlined for the usual wait.
+            waiter = self._waiter = self.loop.create_future()
+            return await waiter
+        return await self._next_message()
+
+    def _next_message(self) -> Awaitable[dict[str, Any]]:
+        """What ``receive`` returns, as a future when it can be: awaiting it directly saves a
+        coroutine frame in the memory of every connection that waits for a message."""
+        inbox = self._inbox
+        if not inbox and self._failure is not None:
+            self._fail_now()  # the app took every message that came before the error
+        future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        if inbox:
+            future.set_result(inbox.pop(0))
+            if self._paused & _PAUSE_QUEUE:
+                self._resume_reading_queue()
+        elif self._disconnect is not None:
+            future.set_result(self._disconnect)
+        else:
             waiter = self._waiter
-            if waiter is None or waiter.done():
-                waiter = self._waiter = self.loop.create_future()
-            await waiter
-        message = inbox.pop(0)
-        if self._paused & _PAUSE_QUEUE and len(inbox) + len(self._frames) <= self._resume_at:
-            self._resume_reading(_PAUSE_QUEUE)
-        return message
+            if waiter is not None and not waiter.done():
+                return self._next_message_after(waiter)
+            self._waiter = future
+        return future
+
+    async def _next_message_after(self, waiter: asyncio.Future[Any]) -> dict[str, Any]:
+        # Another receive waits for the next message: this one takes a later one.
+        await asyncio.wait((waiter,))
+        return await self._next_message()
 
     async def send(self, message: dict[str, Any]) -> None:
         """ASGI ``send``; returns at once unless the transport is over its high-water mark."""
@@ -656,14 +696,16 @@ class WebSocketProtocol(asyncio.Protocol):
     def _event(self, kind: int, value: Any) -> None:
         if kind == FRAME:
             self._active = True
-            self._frames.append(value)
+            frames = self._frames
+            assert frames is not None  # receive_frame made it before turning frame mode on
+            frames.append(value)
             waiter = self._frame_waiter
             if waiter is not None:
                 self._frame_waiter = None
                 if not waiter.done():
                     waiter.set_result(None)
                     self._flusher.move_back(self.loop)  # as in data_received
-            if len(self._frames) + len(self._inbox) >= self.max_queue:
+            if len(frames) + len(self._inbox) >= self.max_queue:
                 self._pause_reading(_PAUSE_QUEUE)
         elif kind == OP_PONG:
             self._pong_received(value)
@@ -726,12 +768,16 @@ class WebSocketProtocol(asyncio.Protocol):
             "reason": reason,
         }
         self._inbox.append(message)
-        for name in ("_waiter", "_frame_waiter"):
-            waiter = getattr(self, name)
-            if waiter is not None:
-                setattr(self, name, None)
-                if not waiter.done():
-                    waiter.set_result(None)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(self._inbox.pop(0))  # as in data_received
+        frame_waiter = self._frame_waiter
+        if frame_waiter is not None:
+            self._frame_waiter = None
+            if not frame_waiter.done():
+                frame_waiter.set_result(None)
 
     # Closing
 
@@ -794,11 +840,17 @@ class WebSocketProtocol(asyncio.Protocol):
 
     async def _drain(self) -> None:
         waiter = self.loop.create_future()
-        self._drain_waiters.append(waiter)
+        if self._drain_waiters is None:
+            self._drain_waiters = [waiter]
+        else:
+            self._drain_waiters.append(waiter)
         await waiter
 
     def _release_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
+        waiters = self._drain_waiters
+        if waiters is None:
+            return
+        self._drain_waiters = None
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -807,6 +859,11 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._paused and not self.transport.is_closing():
             self.transport.pause_reading()
         self._paused |= reason
+
+    def _resume_reading_queue(self) -> None:
+        """Read again once the app has taken half of the ``max_queue`` messages."""
+        if len(self._inbox) + len(self._frames or ()) <= self.max_queue // 2:
+            self._resume_reading(_PAUSE_QUEUE)
 
     def _resume_reading(self, reason: int) -> None:
         if self._paused & reason:
@@ -875,11 +932,17 @@ class WebSocketProtocol(asyncio.Protocol):
     def _send_ping(self, payload: bytes, future: asyncio.Future[float] | None) -> None:
         self._conn.send_ping(payload)
         # loop.time() may tick in milliseconds (uvloop): too coarse for a round trip.
-        self._pings.append((payload, time.perf_counter(), future))
+        ping = (payload, time.perf_counter(), future)
+        if self._pings is None:
+            self._pings = [ping]
+        else:
+            self._pings.append(ping)
         self._schedule_flush()
 
     def _pong_received(self, payload: bytes) -> None:
         pings = self._pings
+        if not pings:
+            return  # unsolicited
         for index, (sent, _, _) in enumerate(pings):
             if sent == payload:
                 break
@@ -894,6 +957,8 @@ class WebSocketProtocol(asyncio.Protocol):
             elif not future.done():
                 future.set_result(now - sent_at)
         del pings[: index + 1]
+        if not pings:
+            self._pings = None  # the list goes with the last ping in flight
         if keepalive and self._pong_timer is not None:
             self._pong_timer.cancel()
             self._pong_timer = None
@@ -948,6 +1013,8 @@ class WebSocketProtocol(asyncio.Protocol):
         """The next data frame; see the class docstring for frame mode."""
         self._conn.frame_mode = True
         frames = self._frames
+        if frames is None:
+            frames = self._frames = []
         while not frames:
             if self._failure is not None:
                 self._fail_now()  # as in receive
@@ -959,8 +1026,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 waiter = self._frame_waiter = self.loop.create_future()
             await waiter
         frame = frames.pop(0)
-        if self._paused & _PAUSE_QUEUE and len(frames) + len(self._inbox) <= self._resume_at:
-            self._resume_reading(_PAUSE_QUEUE)
+        if self._paused & _PAUSE_QUEUE:
+            self._resume_reading_queue()
         return frame
 
     async def ping(self, payload: bytes = b"") -> float:
@@ -1069,10 +1136,49 @@ def _headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     return [(bytes(name), bytes(value)) for name, value in message.get("headers") or ()]
 
 
-def _scope_header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
-    lowered = name.lower()
-    header = (_SHARED_NAMES.get(lowered, lowered), value)
-    return _SHARED_HEADERS.get(header, header)
+def _scope_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The scope's headers: names lowercased, shared headers and names where possible."""
+    scope_headers = list(headers)  # a copy of the exact size, where appending would leave room
+    for index, (name, value) in enumerate(scope_headers):
+        lowered = name.lower()
+        header = (_SHARED_NAMES.get(lowered, lowered), value)
+        shared = _SHARED_HEADERS.get(header)
+        if shared is None and lowered in _REPEATING_NAMES:
+            shared = _last_headers.get(lowered)
+            if shared is None or shared[1] != value:
+                _last_headers[lowered] = shared = header
+        scope_headers[index] = header if shared is None else shared
+    return scope_headers
+
+
+async def _called_with(scope: Any, receive: Any, send: Any) -> tuple[Any, Any, Any]:
+    return scope, receive, send
+
+
+def _call_app(
+    app: Any, scope: dict[str, Any], receive: Any, send: Any
+) -> Coroutine[Any, Any, None]:
+    """``app(scope, receive, send)``, with uvicorn's proxy-headers middleware already applied.
+
+    The middleware rewrites the scope, then awaits the app to its end: its coroutine would stay
+    in memory, idle, as long as the connection. A copy of it whose app returns the arguments it
+    gets completes in one step, and the app behind it is called with them directly.
+    """
+    if type(app) is ProxyHeadersMiddleware:
+        stand_in: Any = _proxy_stand_ins.get(app)
+        if stand_in is None:
+            stand_in = _proxy_stand_ins[app] = copy.copy(app)
+            stand_in.app = _called_with
+        step = stand_in(scope, receive, send)
+        try:
+            step.send(None)
+        except StopIteration as done:
+            if type(done.value) is tuple:
+                inner: Any = app.app
+                return cast("Coroutine[Any, Any, None]", inner(*done.value))
+        else:
+            step.close()  # it waited for something: run it as it is
+    return cast("Coroutine[Any, Any, None]", app(scope, receive, send))
 
 
 def _address(transport: asyncio.BaseTransport, name: str) -> tuple[str, int | None] | None:

@@ -289,20 +289,21 @@ class WebSocket:
 
     async def receive(self) -> Message:
         """The next ``websocket.receive`` ASGI message; :class:`ConnectionClosed` at the end."""
-        receive = self._receiver()
+        next_message = self._next_message()
         try:
-            return self._message(await receive())
+            return self._message(await next_message)
         except RuntimeError:
             if self.closed:
                 raise self._closed_error() from None
             raise
 
-    def _receiver(self) -> Callable[[], Awaitable[Message]]:
+    def _next_message(self) -> Awaitable[Message]:
         """What to await for the next message, once receiving is allowed.
 
-        For a connected Starlette socket this is the ASGI ``receive`` itself, with the checks of
-        Starlette's ``receive()`` done by :meth:`_message`: one coroutine frame less for every
-        connection waiting for a message.
+        For a connected Starlette socket this is what the ASGI ``receive`` returns, with the
+        checks of Starlette's ``receive()`` done by :meth:`_message`: one coroutine frame less for
+        every connection waiting for a message. When that ``receive`` is Haske's protocol's, one
+        more: its future is awaited without the coroutine around it.
         """
         if self._close_code is not None:
             raise self._closed_error()
@@ -310,8 +311,12 @@ class WebSocket:
             raise RuntimeError("call accept() before receiving")
         websocket = self.websocket
         if websocket.client_state is _CONNECTED and type(websocket).receive is _RECEIVE:
-            return websocket._receive
-        return websocket.receive
+            receive = websocket._receive
+            protocol = getattr(receive, "__self__", None)
+            if protocol is not None and protocol is self._connection:
+                return protocol._next_message()  # type: ignore[no-any-return]
+            return receive()
+        return websocket.receive()
 
     def _message(self, message: Message) -> Message:
         """Check a received ASGI message; the disconnect raises :class:`ConnectionClosed`."""
@@ -362,9 +367,9 @@ class WebSocket:
     async def __anext__(self) -> str | bytes:
         # receive(), inlined: one coroutine frame less in every connection's receive loop.
         try:
-            receive = self._receiver()
+            next_message = self._next_message()
             try:
-                return _data(self._message(await receive()))
+                return _data(self._message(await next_message))
             except RuntimeError:
                 if self.closed:
                     raise StopAsyncIteration from None

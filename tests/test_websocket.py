@@ -4,6 +4,7 @@ uvicorn servers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 from collections.abc import Awaitable, Callable
@@ -439,3 +440,51 @@ async def test_ping_on_another_server_raises_not_supported(serve: Any) -> None:
     async with websockets.connect(server.url + "/ping") as client:
         message = await asyncio.wait_for(client.recv(), TIMEOUT)
     assert "ws.ping() needs Haske's WebSocket protocol" in message
+
+
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+async def test_a_receive_that_times_out_loses_no_message(serve: Any, ws_impl: str) -> None:
+    app = Haske()
+
+    @app.websocket("/patient", broadcaster=WebSocketBroadcaster())
+    async def patient(ws: WebSocket) -> None:
+        await ws.accept()
+        received: list[str] = []
+        timeouts = 0
+        while len(received) < 20:
+            try:
+                received.append(await asyncio.wait_for(ws.receive_text(), 0.005))
+            except asyncio.TimeoutError:
+                timeouts += 1
+        await ws.send_json({"received": received, "timed out": timeouts > 0})
+
+    server = serve(app, ws=ws_impl)
+    async with websockets.connect(server.url + "/patient") as client:
+        for n in range(20):
+            await client.send(str(n))
+            await asyncio.sleep(0.002 * (n % 5))
+        reply = json.loads(await asyncio.wait_for(client.recv(), TIMEOUT))
+    assert reply == {"received": [str(n) for n in range(20)], "timed out": True}
+
+
+async def test_concurrent_receivers_each_get_distinct_messages(serve: Any) -> None:
+    # Haske's protocol hands each message to one waiting receiver (uvicorn's websockets
+    # protocol refuses a second concurrent receive).
+    app = Haske()
+
+    @app.websocket("/shared", broadcaster=WebSocketBroadcaster())
+    async def shared(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def take(count: int) -> list[str]:
+            return [await ws.receive_text() for _ in range(count)]
+
+        first, second = await asyncio.gather(take(10), take(10))
+        await ws.send_json(sorted(first + second, key=int))
+
+    server = serve(app, ws="haske")
+    async with websockets.connect(server.url + "/shared") as client:
+        for n in range(20):
+            await client.send(str(n))
+        reply = json.loads(await asyncio.wait_for(client.recv(), TIMEOUT))
+    assert reply == [str(n) for n in range(20)]
