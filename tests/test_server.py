@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from clients import upgrade
 from conformance.app import echo
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -66,18 +65,7 @@ class RawClient:
         cls, port: int, path: str = "/ws", headers: dict[str, str] | None = None
     ) -> tuple[RawClient, bytes]:
         """Send an upgrade request; return the client and the response head (and any body)."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT)
-        fields = {
-            "Host": f"127.0.0.1:{port}",
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-            "Sec-WebSocket-Version": "13",
-            **(headers or {}),
-        }
-        head = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
-        writer.write(head.encode() + b"\r\n")
-        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        reader, writer, response = await upgrade(port, path, headers)
         return cls(reader, writer), response
 
     def send(self, opcode: int, payload: bytes = b"", fin: bool = True) -> None:
