@@ -296,6 +296,8 @@ class RawServer(Server):
                 + websocket_handshake(key).encode()
                 + b"\r\n\r\n"
             )
+            # Every other server sets TCP_NODELAY; without it Nagle's algorithm merges sends.
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.setblocking(False)
             self.sockets.append(connection)
 

@@ -9,6 +9,7 @@ from haske._pure.handshake import parse_request as parse_request
 from haske._pure.handshake import validate_request as validate_request
 from haske._pure.handshake import websocket_handshake as websocket_handshake
 from haske._pure.manager import BroadcastManager as BroadcastManager
+from haske._pure.manager import Outlet as Outlet
 
 __version__: str
 BUILD_INFO: dict[str, str]

@@ -19,6 +19,7 @@ import collections
 import functools
 import logging
 import os
+import sys
 import types
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, Literal, TypeGuard
@@ -297,6 +298,9 @@ class WebSocketBroadcaster:
         self.outbound_limit = outbound_limit
         self.max_channels_per_connection = max_channels_per_connection
         self._manager = _manager_backend.BroadcastManager() if manager is None else manager
+        # The manager's own Outlet: fan-out writes frames straight to idle sockets through it.
+        self._outlet_type = getattr(sys.modules.get(type(self._manager).__module__), "Outlet", None)
+        self._in_turn = False  # a fan-out ran in this event-loop turn
         self._sockets: dict[int, WebSocket] = {}
         self._native = 0
         self._policies: dict[str, Policy] = {}
@@ -337,7 +341,13 @@ class WebSocketBroadcaster:
         if connection is not None:
             if self.outbound_limit is not None:
                 connection.outbound_limit = self.outbound_limit
-            self._manager.add_connection(ws.connection_id, connection.write_frame, native=True)
+            outlet = connection.outlet(self._outlet_type) if self._outlet_type else None
+            if outlet is None:
+                self._manager.add_connection(ws.connection_id, connection.write_frame, native=True)
+            else:
+                self._manager.add_connection(
+                    ws.connection_id, connection.write_frame, native=True, outlet=outlet
+                )
             self._native += 1
         else:
             outbox = ws.outbound
@@ -535,9 +545,7 @@ class WebSocketBroadcaster:
             backend.check_size(len(data))
         frame, item = self._encode(opcode, text, data)
         try:
-            delivered, overloaded, failed = self._manager.fanout(
-                frame, channel, message=item, exclude=local
-            )
+            delivered, overloaded, failed = self._fanout(frame, channel, item, local)
         except KeyError:  # no such channel here: nobody to deliver to
             delivered, overloaded, failed = 0, [], []
         delivered = self._settle(channel, frame, item, delivered, overloaded, failed)
@@ -574,6 +582,25 @@ class WebSocketBroadcaster:
                 overloaded.append(ws.connection_id)
         return self._settle(None, frame, item, delivered, overloaded, failed)
 
+    def _fanout(
+        self, frame: bytes, channel: str | None, item: Item | None, exclude: Any
+    ) -> tuple[int, list[int], list[int]]:
+        """The manager's fan-out. The first broadcast of an event-loop turn goes straight to
+        every idle socket; later ones queue behind it, so that a burst leaves in one write per
+        connection at the end of the turn (corking)."""
+        if self._outlet_type is None:
+            return self._manager.fanout(frame, channel, message=item, exclude=exclude)  # type: ignore[no-any-return]
+        direct = not self._in_turn
+        if direct:
+            self._in_turn = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+        return self._manager.fanout(  # type: ignore[no-any-return]
+            frame, channel, message=item, exclude=exclude, direct=direct
+        )
+
+    def _end_turn(self) -> None:
+        self._in_turn = False
+
     def _encode(
         self, opcode: int, text: str | None, data: bytes | None
     ) -> tuple[bytes, Item | None]:
@@ -606,9 +633,7 @@ class WebSocketBroadcaster:
             me = self.backend.node
             exclude = [conn_id for node, conn_id in options["x"] if node == me]
         frame, item = self._encode(opcode, None, payload)
-        delivered, overloaded, failed = self._manager.fanout(
-            frame, channel, message=item, exclude=exclude
-        )
+        delivered, overloaded, failed = self._fanout(frame, channel, item, exclude)
         self._settle(channel, frame, item, delivered, overloaded, failed)
 
     def _receive_for(self, targets: list[WebSocket], opcode: int, payload: bytes) -> int:

@@ -29,7 +29,7 @@ import random
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -65,6 +65,10 @@ _PAUSE_HANDSHAKE = 1  # bytes that arrive before the app accepts wait in the ker
 _PAUSE_QUEUE = 2  # the app is ws_max_queue messages behind
 _PAUSE_WRITE = 4  # the peer does not read what we send
 _PAUSE_FAILED = 8  # the peer broke the protocol: nothing more is read
+
+# Transports that write what they are given, as is, to the socket they own (uvloop's and
+# asyncio's); a frame sent to that socket directly while their buffer is empty stays in order.
+_SOCKET_TRANSPORTS = frozenset({"TCPTransport", "UnixTransport", "_SelectorSocketTransport"})
 
 _STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
@@ -238,6 +242,8 @@ class WebSocketProtocol(asyncio.Protocol):
         "_head",
         "_idle_timer",
         "_inbox",
+        "_outlet",
+        "_outlet_seen",
         "_paused",
         "_ping_timer",
         "_pings",
@@ -333,6 +339,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._flusher = _flusher(self.loop)
         self._dirty = False  # queued in self._flusher for this turn's flush
+        # Broadcast frames written straight to the socket while nothing is queued (see outlet()).
+        self._outlet: Any = None
+        self._outlet_seen = 0
         self._close_timer: asyncio.TimerHandle | None = None
         # A protocol error waiting for the app to take the messages that came before it.
         self._failure: tuple[int, str] | None = None
@@ -387,6 +396,8 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
+            if self._outlet is not None:
+                self._outlet.direct = False
 
     def eof_received(self) -> bool | None:
         """Let the transport close; ``connection_lost`` reports it."""
@@ -400,6 +411,8 @@ class WebSocketProtocol(asyncio.Protocol):
             _open_connections[self.server_state] -= 1
         previous = self._state
         self._state = _DONE
+        if self._outlet is not None:
+            self._outlet.direct = False
         conn = self._conn
         conn.receive_eof()
         conn.data_to_send()
@@ -420,6 +433,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The transport is over its high-water mark: queue frames, stop reading."""
         self._write_paused = True
+        if self._outlet is not None:
+            self._outlet.direct = False
         if self._conn.state == OPEN:
             self._pause_reading(_PAUSE_WRITE)
 
@@ -618,6 +633,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 if not self._dirty:  # _schedule_flush, inlined
                     self._dirty = True
                     self._flusher.add(self)
+                    if self._outlet is not None:
+                        self._outlet.direct = False
                 if self._write_paused:
                     await self._drain()
             elif kind == "websocket.close":
@@ -832,11 +849,28 @@ class WebSocketProtocol(asyncio.Protocol):
                 transport.write(out[0])
             else:
                 transport.writelines(out)
+        if self._outlet is not None:
+            self._outlet.direct = self._outlet_ready()
+
+    def _outlet_ready(self) -> bool:
+        """Nothing waits to be written: a frame written now directly keeps the stream in order."""
+        transport = self.transport
+        return (
+            self._state == _OPEN
+            and self._conn.state == OPEN
+            and not self._dirty
+            and not self._write_paused
+            and not self._conn.pending_bytes
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        )
 
     def _schedule_flush(self) -> None:
         if not self._dirty:
             self._dirty = True
             self._flusher.add(self)
+            if self._outlet is not None:
+                self._outlet.direct = False
 
     async def _drain(self) -> None:
         waiter = self.loop.create_future()
@@ -920,6 +954,10 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._conn.state != OPEN:
             return
         now = self.loop.time()
+        outlet = self._outlet
+        if outlet is not None and outlet.written != self._outlet_seen:
+            self._outlet_seen = outlet.written
+            self._active = True
         if self._active or self._inbox:
             self._active = False
             self._quiet_since = now
@@ -992,7 +1030,33 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._dirty:  # _schedule_flush, inlined: this runs once per member per broadcast
             self._dirty = True
             self._flusher.add(self)
+            if self._outlet is not None:
+                self._outlet.direct = False
         return True
+
+    def outlet(self, outlet_type: Callable[[Any, int, int], Any]) -> Any:
+        """This connection's outlet (made with ``outlet_type`` on first use), through which fan-out
+        writes frames straight to the socket while nothing is queued; None when the transport
+        is not a plain socket (TLS, or one this module does not know), or when it already has
+        an outlet of another type."""
+        outlet = self._outlet
+        if outlet is None:
+            transport = self.transport
+            if (
+                type(transport).__name__ not in _SOCKET_TRANSPORTS
+                or transport.get_extra_info("sslcontext") is not None
+                or self._state != _OPEN
+            ):
+                return None
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+            if fd < 0:
+                return None
+            outlet = self._outlet = outlet_type(transport, fd, self.outbound_limit)
+            outlet.direct = self._outlet_ready()
+        elif not isinstance(outlet, outlet_type):  # type: ignore[arg-type]
+            return None
+        return outlet
 
     def drop_oldest(self, nbytes: int) -> bool:
         """Discard the oldest queued, unwritten complete messages; True if ``nbytes`` were freed."""

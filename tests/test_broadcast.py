@@ -396,10 +396,13 @@ async def test_a_burst_reaches_every_real_client_in_order(
             await client.close()
 
 
+@pytest.mark.parametrize("turns", ["one turn", "a turn each"])
 @pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
 async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken(
-    serve: Any, ws_impl: str, broadcast_impl: ModuleType
+    serve: Any, ws_impl: str, broadcast_impl: ModuleType, turns: str
 ) -> None:
+    """In one turn the first broadcast goes straight to the socket and the rest queue behind
+    it; a turn each fills the socket buffer with direct writes, the last one only in part."""
     broadcaster = WebSocketBroadcaster(
         manager=broadcast_impl.BroadcastManager(), outbound_limit=64 * 1024 * 1024
     )
@@ -413,6 +416,8 @@ async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken
         (target,) = broadcaster.connections()
         for seq in range(count):
             await broadcaster.broadcast(f'{{"seq":{seq},"pad":"{pad}"}}')
+            if turns == "a turn each":
+                await asyncio.sleep(0)
         queued = target.buffered_amount
         await target.send_text("direct")
         await ws.send_json({"queued": queued, "stats": broadcaster.stats()})
@@ -432,6 +437,39 @@ async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken
         assert report["stats"]["dropped"] == report["stats"]["closed"] == 0
     finally:
         slow.hang_up()
+
+
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+async def test_broadcasts_and_the_handlers_own_sends_keep_their_order(
+    serve: Any, ws_impl: str, broadcast_impl: ModuleType
+) -> None:
+    broadcaster = WebSocketBroadcaster(manager=broadcast_impl.BroadcastManager())
+    app = Haske()
+
+    @app.websocket("/mixed", broadcaster=broadcaster)
+    async def mixed(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive_text()
+        for seq in range(300):
+            if seq % 3 == 0:
+                await ws.send_text(f"own {seq}")
+            else:
+                await broadcaster.broadcast(f"cast {seq}")
+            if seq % 7 == 0:
+                await asyncio.sleep(0)
+        outlet = ws._connection._outlet if ws._connection is not None else None
+        await ws.send_json({"direct": outlet.written if outlet is not None else None})
+
+    server = serve(app, ws=ws_impl)
+    async with websockets.connect(server.url + "/mixed") as client:
+        await client.send("go")
+        got = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(300)]
+        assert got == [f"{'own' if seq % 3 == 0 else 'cast'} {seq}" for seq in range(300)]
+        direct = json.loads(await asyncio.wait_for(client.recv(), TIMEOUT))["direct"]
+    if ws_impl == "haske":
+        assert direct > 0  # some broadcasts went straight to the socket
+    else:
+        assert direct is None
 
 
 SLOW_LIMIT = 256 * 1024

@@ -27,9 +27,11 @@ from websockets.exceptions import InvalidStatus
 import haske
 from haske import limits
 from haske._backends import frames
+from haske.app import Haske
 from haske.broadcast import WebSocketBroadcaster
 from haske.connection import Connection
 from haske.server import H11Protocol, HttpProtocol, WebSocketProtocol
+from haske.ws import WebSocket as HaskeWebSocket
 
 TIMEOUT = 5.0
 
@@ -227,6 +229,28 @@ async def test_idle_connections_close_with_1001_and_pings_do_not_count(serve: An
         quiet = time.monotonic() - chatted
     assert chatted - start > 0.8
     assert 0.35 < quiet < 0.4 * 1.25 + 0.3
+    assert ws.close_code == 1001 and ws.close_reason == "idle"
+
+
+async def test_a_connection_that_only_receives_broadcasts_is_not_idle(serve: Any) -> None:
+    broadcaster = WebSocketBroadcaster()
+    app = Haske()
+
+    @app.websocket("/listen", broadcaster=broadcaster)
+    async def listen(ws: HaskeWebSocket) -> None:
+        await ws.accept()
+        async for message in ws:
+            for seq in range(8):  # 0.8 s of broadcasts, twice the idle timeout
+                await broadcaster.broadcast(f"{message} {seq}")
+                await asyncio.sleep(0.1)
+
+    server = serve(app, ws=Idle)
+    async with connect(f"ws://127.0.0.1:{server.port}/listen", open_timeout=TIMEOUT) as ws:
+        await ws.send("news")
+        for seq in range(8):
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == f"news {seq}"
+        with pytest.raises(ClientClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
     assert ws.close_code == 1001 and ws.close_reason == "idle"
 
 

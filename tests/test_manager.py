@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import weakref
@@ -10,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from clients import TIMEOUT
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -394,6 +396,120 @@ def test_a_cycle_through_a_writer_is_collected(broadcast_impl: ModuleType) -> No
     del manager, connection
     gc.collect()
     assert alive() is None
+
+
+# Outlets: frames written straight to a real socket
+
+
+@pytest.fixture
+async def socket_transport() -> Any:
+    """The server end of a real TCP connection (an asyncio transport) and the client's reader."""
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set_result(transport)  # type: ignore[arg-type]
+
+    server = await loop.create_server(Accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = await asyncio.wait_for(accepted, TIMEOUT)
+    yield transport, reader
+    transport.abort()
+    writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+def outlet_for(impl: ModuleType, transport: asyncio.Transport, limit: int = 1 << 20) -> Any:
+    return impl.Outlet(transport, transport.get_extra_info("socket").fileno(), limit)
+
+
+async def test_an_outlet_writes_only_while_direct(
+    broadcast_impl: ModuleType, socket_transport: Any
+) -> None:
+    transport, reader = socket_transport
+    outlet = outlet_for(broadcast_impl, transport)
+    assert outlet.direct is False and outlet.written == 0
+    assert outlet.write(FRAME) is False
+    outlet.direct = True
+    assert outlet.write(FRAME) is True and outlet.write(FRAME) is True
+    assert outlet.written == 2 and outlet.direct is True
+    assert await asyncio.wait_for(reader.readexactly(2 * len(FRAME)), TIMEOUT) == FRAME * 2
+    with pytest.raises(TypeError):
+        outlet.write("text")
+
+
+async def test_an_outlet_leaves_frames_over_its_limit_to_the_writer(
+    broadcast_impl: ModuleType, socket_transport: Any
+) -> None:
+    transport, _ = socket_transport
+    outlet = outlet_for(broadcast_impl, transport, limit=len(FRAME) - 1)
+    outlet.direct = True
+    assert outlet.write(FRAME) is False
+    assert outlet.direct is True and outlet.written == 0
+    outlet.limit = len(FRAME)
+    assert outlet.write(FRAME) is True
+
+
+async def test_an_outlet_stops_once_its_transport_closes(
+    broadcast_impl: ModuleType, socket_transport: Any
+) -> None:
+    transport, reader = socket_transport
+    outlet = outlet_for(broadcast_impl, transport)
+    outlet.direct = True
+    transport.close()
+    assert outlet.write(FRAME) is False
+    assert outlet.direct is False and outlet.written == 0
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+
+
+async def test_what_the_kernel_does_not_take_goes_first_through_the_transport(
+    broadcast_impl: ModuleType, socket_transport: Any
+) -> None:
+    transport, reader = socket_transport
+    transport.set_write_buffer_limits(high=64 << 20)
+    outlet = outlet_for(broadcast_impl, transport, limit=64 << 20)
+    big = bytes(range(256)) * (32 << 12)  # 32 MiB: more than any socket buffer takes at once
+    outlet.direct = True
+    assert outlet.write(big) is True
+    assert transport.get_write_buffer_size() > 0
+    assert outlet.direct is False  # the rest waits in the transport: nothing may overtake it
+    assert outlet.write(FRAME) is False
+    transport.write(FRAME)
+    got = await asyncio.wait_for(reader.readexactly(len(big) + len(FRAME)), TIMEOUT)
+    assert got == big + FRAME
+
+
+async def test_fanout_offers_frames_to_outlets_first(
+    manager: Any, broadcast_impl: ModuleType, socket_transport: Any
+) -> None:
+    transport, reader = socket_transport
+    log: list[tuple[int, Any]] = []
+    outlet = outlet_for(broadcast_impl, transport)
+    manager.add_connection(1, Recorder(log, 1), native=True, outlet=outlet)
+    connect(manager, log, 2, native=True)
+    assert manager.fanout(FRAME, message="hello") == (2, [], [])
+    assert log == [(1, FRAME), (2, FRAME)]  # not direct yet: the writer takes it
+    log.clear()
+    outlet.direct = True
+    assert manager.fanout(FRAME, message="hello") == (2, [], [])
+    assert log == [(2, FRAME)] and outlet.written == 1
+    assert manager.fanout(FRAME, message="hello", direct=False) == (2, [], [])
+    assert log == [(2, FRAME), (1, FRAME), (2, FRAME)] and outlet.written == 1
+    assert await asyncio.wait_for(reader.readexactly(len(FRAME)), TIMEOUT) == FRAME
+
+
+async def test_an_outlet_needs_a_native_writer_and_its_own_type(
+    manager: Any, broadcast_impl: ModuleType, socket_transport: Any
+) -> None:
+    transport, _ = socket_transport
+    with pytest.raises(ValueError, match="an outlet needs a native writer"):
+        manager.add_connection(1, print, outlet=outlet_for(broadcast_impl, transport))
+    with pytest.raises(TypeError):
+        manager.add_connection(1, print, native=True, outlet=object())
+    assert not manager.has_connection(1)
 
 
 # The twins agree, step by step

@@ -12,10 +12,11 @@ import operator
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-__all__ = ["BroadcastManager"]
+__all__ = ["BroadcastManager", "Outlet"]
 
 Writer = Callable[[Any], "bool | None"]
-_Snapshot = tuple[tuple[int, Writer, bool], ...]
+_Member = tuple[int, Writer, bool, "Outlet | None"]
+_Snapshot = tuple[_Member, ...]
 
 _INT64 = 1 << 63
 # CPython's own words, so both twins say the same.
@@ -53,16 +54,60 @@ def _exclusions(exclude: object) -> Container[int]:
     return {_conn_id(item) for item in exclude}  # type: ignore[attr-defined]
 
 
-def _by_id(member: tuple[int, Writer, bool]) -> int:
+def _by_id(member: _Member) -> int:
     return member[0]
 
 
-class _Connection:
-    __slots__ = ("writer", "native", "channels")
+class Outlet:
+    """Writes pre-encoded frames straight to a connection's transport while its outbound path
+    is idle.
 
-    def __init__(self, writer: Writer, native: bool) -> None:
+    The protocol that owns the transport sets ``direct`` to True only while nothing waits to be
+    written (no queued frame, an empty transport buffer, writing not paused) and to False as soon
+    as it queues something, so a direct write never overtakes queued bytes. ``write`` takes a
+    frame, or returns False, untouched, when the caller must queue it the usual way. (The Rust
+    twin hands the frame to the socket itself; this one to the transport.)
+    """
+
+    __slots__ = ("_transport", "fd", "direct", "limit", "written")
+
+    def __init__(self, transport: Any, fd: int, limit: int) -> None:
+        self._transport = transport
+        self.fd = fd
+        #: Writes may bypass the protocol's queue.
+        self.direct = False
+        #: Frames longer than this always take the usual way (and its outbound limit).
+        self.limit = limit
+        #: Frames written directly so far.
+        self.written = 0
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` now and return True, or return False without taking it."""
+        if not isinstance(frame, bytes):
+            raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
+        if not self.direct or len(frame) > self.limit:
+            return False
+        transport = self._transport
+        if transport.is_closing():
+            self.direct = False
+            return False
+        transport.write(frame)
+        if transport.get_write_buffer_size():
+            self.direct = False  # what the kernel did not take now goes first
+        self.written += 1
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Outlet fd={self.fd} direct={self.direct} written={self.written}>"
+
+
+class _Connection:
+    __slots__ = ("writer", "native", "outlet", "channels")
+
+    def __init__(self, writer: Writer, native: bool, outlet: Outlet | None) -> None:
         self.writer = writer
         self.native = native
+        self.outlet = outlet
         self.channels: set[str] = set()
 
 
@@ -84,16 +129,24 @@ class BroadcastManager:
         self._channels: dict[str, _Channel] = {}
         self._everyone: _Snapshot | None = None
 
-    def add_connection(self, conn_id: int, writer: Writer, *, native: bool = False) -> None:
-        """Register a connection; ``native`` writers take pre-encoded frames."""
+    def add_connection(
+        self, conn_id: int, writer: Writer, *, native: bool = False, outlet: Outlet | None = None
+    ) -> None:
+        """Register a connection; ``native`` writers take pre-encoded frames, which fan-out
+        offers to the connection's ``outlet`` first when it has one."""
         conn_id = _conn_id(conn_id)
         if native is not True and native is not False:
             raise TypeError(f"native must be bool, not {type(native).__name__}")
         if not callable(writer):
             raise TypeError(f"writer must be callable, not {type(writer).__name__}")
+        if outlet is not None:
+            if not native:
+                raise ValueError(f"an outlet needs a native writer (got {type(outlet).__name__})")
+            if not isinstance(outlet, Outlet):
+                raise TypeError(f"'{type(outlet).__name__}' object is not an instance of 'Outlet'")
         if conn_id in self._connections:
             raise ValueError(f"connection {conn_id} is already registered")
-        self._connections[conn_id] = _Connection(writer, native)
+        self._connections[conn_id] = _Connection(writer, native, outlet)
         self._everyone = None
 
     def remove_connection(self, conn_id: int) -> bool:
@@ -191,10 +244,13 @@ class BroadcastManager:
         *,
         message: Any = None,
         exclude: int | Iterable[int] | None = None,
+        direct: bool = True,
     ) -> tuple[int, list[int], list[int]]:
         """Call each member's writer once, in id order.
 
-        Native writers get ``frame``, the others ``message`` (or ``frame`` when it is None).
+        Native writers get ``frame``, the others ``message`` (or ``frame`` when it is None). With
+        ``direct``, a member whose outlet writes ``frame`` straight to its transport counts as
+        delivered without a call.
         Returns ``(delivered, overloaded_ids, failed_ids)``: a writer that returned False is
         overloaded, one that raised an Exception failed; BaseExceptions such as
         KeyboardInterrupt propagate.
@@ -205,13 +261,18 @@ class BroadcastManager:
         excluded = _exclusions(exclude)
         snapshot = self._snapshot(channel)
         payload = frame if message is None else message
+        if direct is not True and direct is not False:
+            raise TypeError(f"direct must be bool, not {type(direct).__name__}")
         delivered = 0
         overloaded: list[int] = []
         failed: list[int] = []
-        for conn_id, writer, native in snapshot:
+        for conn_id, writer, native, outlet in snapshot:
             if excluded and conn_id in excluded:
                 continue
             try:
+                if direct and outlet is not None and outlet.write(frame):
+                    delivered += 1
+                    continue
                 result = writer(frame if native else payload)
             except Exception:
                 failed.append(conn_id)
@@ -232,12 +293,15 @@ class BroadcastManager:
         connections = self._connections
         if channel is None:
             if self._everyone is None:
-                everyone = [(i, c.writer, c.native) for i, c in connections.items()]
+                everyone = [(i, c.writer, c.native, c.outlet) for i, c in connections.items()]
                 self._everyone = tuple(sorted(everyone, key=_by_id))
             return self._everyone
         found = self._channel(channel)
         if found.snapshot is None:
-            members = [(i, connections[i].writer, connections[i].native) for i in found.members]
+            members = []
+            for i in found.members:
+                member = connections[i]
+                members.append((i, member.writer, member.native, member.outlet))
             found.snapshot = tuple(sorted(members, key=_by_id))
         return found.snapshot
 

@@ -1,13 +1,16 @@
-//! `haske._rust`: the native WebSocket handshake and broadcast manager of Haske.
+//! `haske._rust`: the native WebSocket handshake, broadcast manager and direct
+//! frame writes of Haske.
 //!
-//! The logic lives in plain Rust modules ([`handshake`], [`manager`]) that know nothing of Python;
-//! the `py_*` modules are the thin PyO3 layer over them.
+//! The logic lives in plain Rust modules ([`handshake`], [`manager`], [`outlet`]) that know
+//! nothing of Python; the `py_*` modules are the thin PyO3 layer over them.
 
 pub mod handshake;
 pub mod manager;
+pub mod outlet;
 mod py_errors;
 mod py_handshake;
 mod py_manager;
+mod py_outlet;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -31,5 +34,6 @@ fn _rust(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("BUILD_INFO", build_info)?;
     py_handshake::register(module)?;
     py_manager::register(module)?;
+    py_outlet::register(module)?;
     Ok(())
 }

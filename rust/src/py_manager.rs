@@ -14,10 +14,12 @@ use pyo3::types::{PyBool, PyBytes, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::manager::{ConnId, Registry, RegistryError};
+use crate::py_outlet::Outlet;
 
 struct Writer {
     callable: Py<PyAny>,
     native: bool,
+    outlet: Option<Py<Outlet>>,
 }
 
 impl Writer {
@@ -25,6 +27,19 @@ impl Writer {
         Writer {
             callable: self.callable.clone_ref(py),
             native: self.native,
+            outlet: self.outlet.as_ref().map(|outlet| outlet.clone_ref(py)),
+        }
+    }
+
+    /// True if the outlet wrote `frame`; false if the callable must take it.
+    fn write_direct(&self, frame: &Bound<'_, PyBytes>) -> PyResult<bool> {
+        let Some(outlet) = &self.outlet else {
+            return Ok(false);
+        };
+        // Busy only if a writer re-entered this fan-out: take the usual way then.
+        match outlet.bind(frame.py()).try_borrow_mut() {
+            Ok(mut outlet) => outlet.write_frame(frame.py(), frame),
+            Err(_) => Ok(false),
         }
     }
 }
@@ -106,13 +121,15 @@ impl BroadcastManager {
         }
     }
 
-    /// Registers a connection; `native` writers take pre-encoded frames.
-    #[pyo3(signature = (conn_id, writer, *, native=false))]
+    /// Registers a connection; `native` writers take pre-encoded frames, which fan-out offers
+    /// to the connection's `outlet` first when it has one.
+    #[pyo3(signature = (conn_id, writer, *, native=false, outlet=None))]
     fn add_connection(
         slf: &Bound<'_, Self>,
         conn_id: ConnId,
         writer: &Bound<'_, PyAny>,
         native: bool,
+        outlet: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         if !writer.is_callable() {
             return Err(PyTypeError::new_err(format!(
@@ -120,9 +137,20 @@ impl BroadcastManager {
                 writer.get_type().name()?
             )));
         }
+        let outlet = match outlet {
+            None => None,
+            Some(outlet) if !native => {
+                return Err(PyValueError::new_err(format!(
+                    "an outlet needs a native writer (got {})",
+                    outlet.get_type().name()?
+                )))
+            }
+            Some(outlet) => Some(outlet.cast::<Outlet>()?.clone().unbind()),
+        };
         let writer = Writer {
             callable: writer.clone().unbind(),
             native,
+            outlet,
         };
         let released = Self::write(slf, |registry| registry.add_connection(conn_id, writer))?;
         released.map(drop).map_err(registry_error)
@@ -185,18 +213,20 @@ impl BroadcastManager {
     }
 
     /// Calls each member's writer once, in id order: native writers get `frame`, the others
-    /// `message` (or `frame` when it is None).
+    /// `message` (or `frame` when it is None). With `direct`, a member whose outlet writes
+    /// `frame` straight to its socket counts as delivered without a call.
     ///
     /// Returns `(delivered, overloaded_ids, failed_ids)`: a writer that returned False is
     /// overloaded, one that raised an Exception failed; BaseExceptions such as
     /// KeyboardInterrupt propagate.
-    #[pyo3(signature = (frame, channel=None, *, message=None, exclude=None))]
+    #[pyo3(signature = (frame, channel=None, *, message=None, exclude=None, direct=true))]
     fn fanout(
         slf: &Bound<'_, Self>,
         frame: &Bound<'_, PyBytes>,
         channel: Option<&str>,
         message: Option<&Bound<'_, PyAny>>,
         exclude: Option<&Bound<'_, PyAny>>,
+        direct: bool,
     ) -> PyResult<(usize, Vec<ConnId>, Vec<ConnId>)> {
         let py = slf.py();
         let excluded = Exclusions::from_python(exclude)?;
@@ -216,6 +246,23 @@ impl BroadcastManager {
             .filter(|member| !excluded.contains(member.id))
         {
             let writer = &member.writer;
+            let written = if direct {
+                writer.write_direct(frame)
+            } else {
+                Ok(false)
+            };
+            match written {
+                Ok(true) => {
+                    delivered += 1;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(err) if err.is_instance_of::<PyException>(py) => {
+                    failed.push(member.id);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
             let args = if writer.native {
                 &native_args
             } else {
@@ -244,6 +291,9 @@ impl BroadcastManager {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         for writer in self.registry.writers() {
             visit.call(&writer.callable)?;
+            if let Some(outlet) = &writer.outlet {
+                visit.call(outlet)?;
+            }
         }
         Ok(())
     }
