@@ -193,7 +193,8 @@ class WebSocketProtocol(asyncio.Protocol):
     As the scope extension it offers frame-level access and writes of pre-encoded frames:
 
     - ``write_frame(data)`` queues pre-encoded frames, or returns False without queueing them
-      when ``buffered_amount + len(data)`` would pass ``outbound_limit``.
+      when ``buffered_amount + len(data)`` would pass ``outbound_limit`` (a frame larger than
+      the limit is still taken while nothing is buffered).
     - ``drop_oldest(nbytes)`` discards queued, unwritten complete messages (never control frames).
     - ``receive_frame()``: after the first call, data frames are delivered one by one as the
       codec's ``Frame`` instead of reassembled ASGI messages (from the next message on). Text
@@ -1017,13 +1018,15 @@ class WebSocketProtocol(asyncio.Protocol):
         return self.transport.get_write_buffer_size() + self._conn.pending_bytes
 
     def write_frame(self, data: bytes) -> bool:
-        """Queue pre-encoded frames, or return False (taking nothing) past ``outbound_limit``."""
+        """Queue pre-encoded frames, or return False (taking nothing) past ``outbound_limit``.
+
+        Frames larger than the limit are still taken while nothing is buffered, so that a big
+        message is not refused forever."""
         if self._state != _OPEN:
             self._check_writable()
         conn = self._conn
-        if self.transport.get_write_buffer_size() + conn.pending_bytes + len(data) > (
-            self.outbound_limit
-        ):
+        buffered = self.transport.get_write_buffer_size() + conn.pending_bytes
+        if buffered and buffered + len(data) > self.outbound_limit:
             return False
         self._active = True
         conn.send_encoded(data)
@@ -1034,7 +1037,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._outlet.direct = False
         return True
 
-    def outlet(self, outlet_type: Callable[[Any, int, int], Any]) -> Any:
+    def outlet(self, outlet_type: Callable[[Any, int], Any]) -> Any:
         """This connection's outlet (made with ``outlet_type`` on first use), through which fan-out
         writes frames straight to the socket while nothing is queued; None when the transport
         is not a plain socket (TLS, or one this module does not know), or when it already has
@@ -1052,7 +1055,7 @@ class WebSocketProtocol(asyncio.Protocol):
             fd = sock.fileno() if sock is not None else -1
             if fd < 0:
                 return None
-            outlet = self._outlet = outlet_type(transport, fd, self.outbound_limit)
+            outlet = self._outlet = outlet_type(transport, fd)
             outlet.direct = self._outlet_ready()
         elif not isinstance(outlet, outlet_type):  # type: ignore[arg-type]
             return None

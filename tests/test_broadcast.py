@@ -472,6 +472,37 @@ async def test_broadcasts_and_the_handlers_own_sends_keep_their_order(
         assert direct is None
 
 
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+async def test_a_message_larger_than_the_outbound_limit_reaches_an_idle_connection(
+    serve: Any, ws_impl: str, broadcast_impl: ModuleType
+) -> None:
+    broadcaster = WebSocketBroadcaster(
+        manager=broadcast_impl.BroadcastManager(), outbound_limit=1024, policy="drop_newest"
+    )
+    app = subscriber_app(broadcaster)
+
+    @app.websocket("/control", broadcaster=WebSocketBroadcaster())
+    async def control(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive_text()
+        counts = []
+        for text in ("x" * 2000, "small"):
+            counts.append(await broadcaster.broadcast(text))
+            await asyncio.sleep(0)  # each the first of its turn: the direct path is open
+        await ws.send_json({"counts": counts, "stats": broadcaster.stats()})
+
+    server = serve(app, ws=ws_impl)
+    async with websockets.connect(server.url + "/sub/a") as client:
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "ready"
+        async with websockets.connect(server.url + "/control") as controller:
+            await controller.send("go")
+            report = json.loads(await asyncio.wait_for(controller.recv(), TIMEOUT))
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "x" * 2000
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "small"
+    assert report["counts"] == [1, 1]
+    assert report["stats"]["dropped"] == 0 and report["stats"]["delivered"] == 2
+
+
 SLOW_LIMIT = 256 * 1024
 BATCH = 48
 PAD = 4000

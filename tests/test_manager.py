@@ -422,8 +422,8 @@ async def socket_transport() -> Any:
     await server.wait_closed()
 
 
-def outlet_for(impl: ModuleType, transport: asyncio.Transport, limit: int = 1 << 20) -> Any:
-    return impl.Outlet(transport, transport.get_extra_info("socket").fileno(), limit)
+def outlet_for(impl: ModuleType, transport: asyncio.Transport) -> Any:
+    return impl.Outlet(transport, transport.get_extra_info("socket").fileno())
 
 
 async def test_an_outlet_writes_only_while_direct(
@@ -439,18 +439,6 @@ async def test_an_outlet_writes_only_while_direct(
     assert await asyncio.wait_for(reader.readexactly(2 * len(FRAME)), TIMEOUT) == FRAME * 2
     with pytest.raises(TypeError):
         outlet.write("text")
-
-
-async def test_an_outlet_leaves_frames_over_its_limit_to_the_writer(
-    broadcast_impl: ModuleType, socket_transport: Any
-) -> None:
-    transport, _ = socket_transport
-    outlet = outlet_for(broadcast_impl, transport, limit=len(FRAME) - 1)
-    outlet.direct = True
-    assert outlet.write(FRAME) is False
-    assert outlet.direct is True and outlet.written == 0
-    outlet.limit = len(FRAME)
-    assert outlet.write(FRAME) is True
 
 
 async def test_an_outlet_stops_once_its_transport_closes(
@@ -470,7 +458,7 @@ async def test_what_the_kernel_does_not_take_goes_first_through_the_transport(
 ) -> None:
     transport, reader = socket_transport
     transport.set_write_buffer_limits(high=64 << 20)
-    outlet = outlet_for(broadcast_impl, transport, limit=64 << 20)
+    outlet = outlet_for(broadcast_impl, transport)
     big = bytes(range(256)) * (32 << 12)  # 32 MiB: more than any socket buffer takes at once
     outlet.direct = True
     assert outlet.write(big) is True

@@ -511,14 +511,17 @@ async def test_write_frame_refuses_past_the_outbound_limit(serve: Callable[..., 
         await websocket.accept()
         ext = websocket.scope["extensions"]["haske.websocket"]
         ext.outbound_limit = 10
-        refused = ext.write_frame(frames.encode_frame(OP_TEXT, b"x" * 20))
+        big = frames.encode_frame(OP_TEXT, b"x" * 20)
+        taken = ext.write_frame(big)  # nothing was buffered: taken, though over the limit
+        refused = ext.write_frame(big)  # the first still waits for this turn's write
         queued = ext.buffered_amount
         ext.outbound_limit = 1024 * 1024
-        await websocket.send_text(f"{refused} {queued}")
+        await websocket.send_text(f"{taken} {refused} {queued}")
 
     server = serve(app_of(endpoint))
     async with client(f"{server.url}/ws") as ws:
-        assert await recv(ws) == "False 0"
+        assert await recv(ws) == "x" * 20
+        assert await recv(ws) == "True False 22"
 
 
 async def test_drop_oldest_discards_queued_frames_of_a_stalled_peer(

@@ -69,15 +69,13 @@ class Outlet:
     twin hands the frame to the socket itself; this one to the transport.)
     """
 
-    __slots__ = ("_transport", "fd", "direct", "limit", "written")
+    __slots__ = ("_transport", "direct", "fd", "written")
 
-    def __init__(self, transport: Any, fd: int, limit: int) -> None:
+    def __init__(self, transport: Any, fd: int) -> None:
         self._transport = transport
         self.fd = fd
         #: Writes may bypass the protocol's queue.
         self.direct = False
-        #: Frames longer than this always take the usual way (and its outbound limit).
-        self.limit = limit
         #: Frames written directly so far.
         self.written = 0
 
@@ -85,7 +83,7 @@ class Outlet:
         """Write ``frame`` now and return True, or return False without taking it."""
         if not isinstance(frame, bytes):
             raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
-        if not self.direct or len(frame) > self.limit:
+        if not self.direct:
             return False
         transport = self._transport
         if transport.is_closing():

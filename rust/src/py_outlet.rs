@@ -21,9 +21,6 @@ pub struct Outlet {
     /// Writes may bypass the protocol's queue.
     #[pyo3(get, set)]
     direct: bool,
-    /// Frames longer than this always take the usual way (and its outbound limit).
-    #[pyo3(get, set)]
-    limit: usize,
     /// Frames written directly so far.
     #[pyo3(get)]
     written: u64,
@@ -32,7 +29,7 @@ pub struct Outlet {
 impl Outlet {
     pub fn write_frame(&mut self, py: Python<'_>, frame: &Bound<'_, PyBytes>) -> PyResult<bool> {
         let data = frame.as_bytes();
-        if !self.direct || data.len() > self.limit {
+        if !self.direct {
             return Ok(false);
         }
         // A transport that is closing may have closed the descriptor, whose number the next
@@ -65,14 +62,13 @@ impl Outlet {
 
 #[pymethods]
 impl Outlet {
-    /// `transport` owns the socket `fd`; `limit` is the largest frame written directly.
+    /// `transport` owns the socket `fd`.
     #[new]
-    fn new(transport: Bound<'_, PyAny>, fd: i32, limit: usize) -> Self {
+    fn new(transport: Bound<'_, PyAny>, fd: i32) -> Self {
         Outlet {
             transport: transport.unbind(),
             fd,
             direct: false,
-            limit,
             written: 0,
         }
     }
