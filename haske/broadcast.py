@@ -300,7 +300,9 @@ class WebSocketBroadcaster:
         self._manager = _manager_backend.BroadcastManager() if manager is None else manager
         # The manager's own Outlet: fan-out writes frames straight to idle sockets through it.
         self._outlet_type = getattr(sys.modules.get(type(self._manager).__module__), "Outlet", None)
-        self._in_turn = False  # a fan-out ran in this event-loop turn
+        # Broadcasts in this event-loop turn, and in the last turn that had any.
+        self._turn_broadcasts = 0
+        self._last_turn_broadcasts = 0
         self._sockets: dict[int, WebSocket] = {}
         self._native = 0
         self._policies: dict[str, Policy] = {}
@@ -585,21 +587,24 @@ class WebSocketBroadcaster:
     def _fanout(
         self, frame: bytes, channel: str | None, item: Item | None, exclude: Any
     ) -> tuple[int, list[int], list[int]]:
-        """The manager's fan-out. The first broadcast of an event-loop turn goes straight to
-        every idle socket; later ones queue behind it, so that a burst leaves in one write per
-        connection at the end of the turn (corking)."""
+        """The manager's fan-out. Broadcasts queue their frames, which leave in one write per
+        connection at the end of the event-loop turn (corking), except the first broadcast of a
+        turn when the last turn with broadcasts had only one: no burst is under way, so that
+        one goes straight to every idle socket."""
         if self._outlet_type is None:
             return self._manager.fanout(frame, channel, message=item, exclude=exclude)  # type: ignore[no-any-return]
-        direct = not self._in_turn
-        if direct:
-            self._in_turn = True
+        count = self._turn_broadcasts
+        if not count:
             asyncio.get_running_loop().call_soon(self._end_turn)
+        self._turn_broadcasts = count + 1
+        direct = not count and self._last_turn_broadcasts <= 1
         return self._manager.fanout(  # type: ignore[no-any-return]
             frame, channel, message=item, exclude=exclude, direct=direct
         )
 
     def _end_turn(self) -> None:
-        self._in_turn = False
+        self._last_turn_broadcasts = self._turn_broadcasts
+        self._turn_broadcasts = 0
 
     def _encode(
         self, opcode: int, text: str | None, data: bytes | None
