@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import queue
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,14 @@ TIMEOUT = 5.0
 
 def receive(session: WebSocketTestSession, timeout: float = TIMEOUT) -> Message:
     """The next message the app sent to a TestClient session, failing instead of hanging."""
+    if not hasattr(session, "_send_rx"):  # starlette before 0.38: a thread queue
+        try:
+            message = session._send_queue.get(timeout=timeout)  # type: ignore[attr-defined]
+        except queue.Empty:
+            raise TimeoutError(f"no message from the app within {timeout} s") from None
+        if isinstance(message, BaseException):
+            raise message
+        return message  # type: ignore[no-any-return]
 
     async def get() -> Message:
         with anyio.fail_after(timeout):

@@ -32,8 +32,9 @@ impl Outlet {
         if !self.direct {
             return Ok(false);
         }
-        // A transport that is closing may have closed the descriptor, whose number the next
-        // accepted connection can reuse.
+        // Once a transport is closing, its descriptor may be closed and its number reused by
+        // the next connection. uvloop and asyncio close it only after connection_lost, which
+        // turns the outlet off, but nothing here depends on that.
         let transport = self.transport.bind(py);
         if transport
             .call_method0(intern!(py, "is_closing"))?
