@@ -1,4 +1,5 @@
-"""The receiving side of the broadcast benchmarks: one process holding many WebSocket clients.
+"""The receiving side of the broadcast benchmarks: one process holding many WebSocket clients;
+and the line-based control channel through which they drive their server processes.
 
 Each client is a raw asyncio protocol (on uvloop) that counts the fixed-size frames it receives
 and samples the delay from a message's broadcast to its arrival: messages are 100-byte JSON texts
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import inspect
 import json
 import os
 import resource
@@ -35,7 +37,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +64,51 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def serve_control(port: int, commands: dict[str, Callable[..., Any]]) -> None:
+    """In a server process: answer each line ``COMMAND ARGS...`` on ``port`` with one JSON line,
+    what ``commands[COMMAND](*ARGS)`` returns (awaited if need be); runs until the process ends."""
+
+    async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            command, *args = line.decode().split()
+            reply = commands[command](*args)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+
+    await asyncio.start_server(control, "127.0.0.1", port)
+    await asyncio.Future()
+
+
+class Control:
+    """In the controller: a server process and the control channel it answers."""
+
+    def __init__(self, name: str, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.channel = socket.create_connection(("127.0.0.1", port), timeout=300)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    process.wait()
+                    raise RuntimeError(f"the {name} server did not start") from None
+                time.sleep(0.05)
+        self.lines = self.channel.makefile("r")
+
+    def ask(self, command: str) -> Any:
+        self.channel.sendall(command.encode() + b"\n")
+        return json.loads(self.lines.readline())
+
+    def close(self) -> None:
+        self.channel.close()
+        self.process.kill()
+        self.process.wait()
 
 
 def spawn(script: str, *args: str) -> subprocess.Popen[str]:

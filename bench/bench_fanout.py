@@ -327,26 +327,15 @@ async def serve(kind: str, port: int, control_port: int) -> None:
     server = make_server(kind)
     await server.start(port)
 
-    async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
-            command, *args = line.decode().split()
-            if command == "count":
-                reply: Any = server.count()
-            elif command == "rss":
-                reply = rss_kib()
-            else:
-                messages, burst = map(int, args)
-                started = time.monotonic_ns()
-                for seq in range(messages):
-                    await server.broadcast(payload(seq))
-                    if (seq + 1) % burst == 0:
-                        await asyncio.sleep(0)
-                reply = {"started": started, "ended": time.monotonic_ns()}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
+    async def run(messages: str, burst: str) -> dict[str, int]:
+        started = time.monotonic_ns()
+        for seq in range(int(messages)):
+            await server.broadcast(payload(seq))
+            if (seq + 1) % int(burst) == 0:
+                await asyncio.sleep(0)
+        return {"started": started, "ended": time.monotonic_ns()}
 
-    await asyncio.start_server(control, "127.0.0.1", control_port)
-    await asyncio.Future()
+    await _clients.serve_control(control_port, {"count": server.count, "rss": rss_kib, "run": run})
 
 
 # -- the controller ---------------------------------------------------------------------------------
@@ -356,27 +345,15 @@ async def serve(kind: str, port: int, control_port: int) -> None:
 spawn = functools.partial(_clients.spawn, __file__)
 
 
-class Run:
+class Run(_clients.Control):
     """A server process, its control channel, and optionally a receiver process."""
 
     def __init__(self, kind: str) -> None:
         self.port, control_port = free_port(), free_port()
-        self.server = spawn("serve", kind, str(self.port), str(control_port))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.control = socket.create_connection(("127.0.0.1", control_port), timeout=300)
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.server.poll() is not None:
-                    raise RuntimeError(f"the {kind} server did not start") from None
-                time.sleep(0.05)
-        self.lines = self.control.makefile("r")
+        super().__init__(
+            kind, spawn("serve", kind, str(self.port), str(control_port)), control_port
+        )
         self.receiver: subprocess.Popen[str] | None = None
-
-    def ask(self, command: str) -> Any:
-        self.control.sendall(command.encode() + b"\n")
-        return json.loads(self.lines.readline())
 
     def connect(self, clients: int) -> None:
         self.receiver = spawn("receive", str(self.port), str(clients))
@@ -406,11 +383,10 @@ class Run:
         }
 
     def close(self) -> None:
-        self.control.close()
-        for process in (self.receiver, self.server):
-            if process is not None:
-                process.kill()
-                process.wait()
+        if self.receiver is not None:
+            self.receiver.kill()
+            self.receiver.wait()
+        super().close()
 
 
 def fanout(

@@ -203,25 +203,17 @@ async def serve(kind: str, url: str, port: int, control_port: int, capacity: int
     while not server.started:
         await asyncio.sleep(0.01)
 
-    async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
-            command, *args = line.decode().split()
-            if command == "count":
-                reply: Any = count()
-            else:
-                messages, rate = int(args[0]), float(args[1])
-                started = time.monotonic()
-                for seq in range(messages):
-                    if rate:
-                        await asyncio.sleep(max(0.0, started + seq / rate - time.monotonic()))
-                    await publish(payload(seq))
-                    await asyncio.sleep(0)
-                reply = {"sent": messages}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
+    async def run(messages: str, rate: str) -> dict[str, int]:
+        per_second = float(rate)
+        started = time.monotonic()
+        for seq in range(int(messages)):
+            if per_second:
+                await asyncio.sleep(max(0.0, started + seq / per_second - time.monotonic()))
+            await publish(payload(seq))
+            await asyncio.sleep(0)
+        return {"sent": int(messages)}
 
-    await asyncio.start_server(control, "127.0.0.1", control_port)
-    await asyncio.Future()
+    await _clients.serve_control(control_port, {"count": count, "run": run})
 
 
 # -- the controller -----------------------------------------------------------------------------
@@ -275,35 +267,15 @@ class Redis:
         self.process.wait()
 
 
-class Server:
+class Server(_clients.Control):
     """A server process and its control channel."""
 
     def __init__(self, kind: str, url: str, capacity: int, cpu: int) -> None:
         self.port, control_port = free_port(), free_port()
-        self.process = spawn(
+        process = spawn(
             "serve", kind, url, str(self.port), str(control_port), str(capacity), str(cpu)
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.control = socket.create_connection(("127.0.0.1", control_port), timeout=300)
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.process.kill()
-                    self.process.wait()
-                    raise RuntimeError(f"the {kind} server did not start") from None
-                time.sleep(0.05)
-        self.lines = self.control.makefile("r")
-
-    def ask(self, command: str) -> Any:
-        self.control.sendall(command.encode() + b"\n")
-        return json.loads(self.lines.readline())
-
-    def close(self) -> None:
-        self.control.close()
-        self.process.kill()
-        self.process.wait()
+        super().__init__(kind, process, control_port)
 
 
 class Run:
