@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import socket
 import struct
@@ -501,6 +502,44 @@ async def test_a_message_larger_than_the_outbound_limit_reaches_an_idle_connecti
         assert await asyncio.wait_for(client.recv(), TIMEOUT) == "small"
     assert report["counts"] == [1, 1]
     assert report["stats"]["dropped"] == 0 and report["stats"]["delivered"] == 2
+
+
+async def test_a_broadcast_the_kernel_takes_in_part_pauses_the_protocol_cleanly(
+    serve: Any, broadcast_impl: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the socket does not take goes to the transport, which then pauses the protocol
+    (the rest is over its high-water mark) from inside the outlet's write."""
+    broadcaster = WebSocketBroadcaster(
+        manager=broadcast_impl.BroadcastManager(), outbound_limit=64 * 1024 * 1024
+    )
+    app = subscriber_app(broadcaster)
+    big = "y" * (4 * 1024 * 1024)
+
+    @app.websocket("/control", broadcaster=WebSocketBroadcaster())
+    async def control(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive_text()
+        (target,) = broadcaster.connections()
+        count = await broadcaster.broadcast(big)
+        buffered = target.buffered_amount
+        await asyncio.sleep(0)
+        await broadcaster.broadcast("after")
+        await ws.send_json({"count": count, "buffered": buffered})
+
+    server = serve(app, ws="haske")
+    slow = await RawClient.connect(server.port, "/sub/slow", rcvbuf=4096)
+    try:
+        assert (await slow.frame()).payload == b"ready"
+        async with websockets.connect(server.url + "/control") as controller:
+            await controller.send("go")
+            report = json.loads(await asyncio.wait_for(controller.recv(), TIMEOUT))
+            assert report["count"] == 1 and report["buffered"] > 0
+            assert (await slow.frame()).payload == big.encode()
+            assert (await slow.frame()).payload == b"after"
+    finally:
+        slow.hang_up()
+    failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failures == []
 
 
 SLOW_LIMIT = 256 * 1024

@@ -36,11 +36,7 @@ impl Writer {
         let Some(outlet) = &self.outlet else {
             return Ok(false);
         };
-        // Busy only if a writer re-entered this fan-out: take the usual way then.
-        match outlet.bind(frame.py()).try_borrow_mut() {
-            Ok(mut outlet) => outlet.write_frame(frame.py(), frame),
-            Err(_) => Ok(false),
-        }
+        Outlet::write_frame(outlet.bind(frame.py()), frame)
     }
 }
 

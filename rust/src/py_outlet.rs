@@ -27,36 +27,42 @@ pub struct Outlet {
 }
 
 impl Outlet {
-    pub fn write_frame(&mut self, py: Python<'_>, frame: &Bound<'_, PyBytes>) -> PyResult<bool> {
-        let data = frame.as_bytes();
-        if !self.direct {
-            return Ok(false);
-        }
+    /// No borrow of the outlet is held while Python code runs: the transport's `write` may
+    /// call the protocol's `pause_writing`, which turns the outlet off.
+    pub fn write_frame(slf: &Bound<'_, Self>, frame: &Bound<'_, PyBytes>) -> PyResult<bool> {
+        let py = slf.py();
+        let (transport, fd) = match slf.try_borrow() {
+            Ok(outlet) if outlet.direct => (outlet.transport.clone_ref(py), outlet.fd),
+            _ => return Ok(false),
+        };
+        let transport = transport.bind(py);
         // Once a transport is closing, its descriptor may be closed and its number reused by
         // the next connection. uvloop and asyncio close it only after connection_lost, which
         // turns the outlet off, but nothing here depends on that.
-        let transport = self.transport.bind(py);
         if transport
             .call_method0(intern!(py, "is_closing"))?
             .is_truthy()?
         {
-            self.direct = false;
+            slf.try_borrow_mut()?.direct = false;
             return Ok(false);
         }
-        match send_now(self.fd, data) {
-            Sent::All => {}
-            Sent::Part(n) => {
-                // The rest goes first in the transport's buffer; until it drains, every frame
-                // takes the usual way behind it.
-                self.direct = false;
-                transport.call_method1(intern!(py, "write"), (PyBytes::new(py, &data[n..]),))?;
+        let data = frame.as_bytes();
+        let sent = send_now(fd, data);
+        {
+            let mut outlet = slf.try_borrow_mut()?;
+            if sent != Sent::All {
+                // A full socket, or the rest of a frame first in the transport's buffer: until
+                // the protocol finds it drained, every frame takes the usual way.
+                outlet.direct = false;
             }
-            Sent::Nothing => {
-                self.direct = false;
+            if sent == Sent::Nothing {
                 return Ok(false);
             }
+            outlet.written += 1;
         }
-        self.written += 1;
+        if let Sent::Part(n) = sent {
+            transport.call_method1(intern!(py, "write"), (PyBytes::new(py, &data[n..]),))?;
+        }
         Ok(true)
     }
 }
@@ -76,8 +82,8 @@ impl Outlet {
 
     /// Writes `frame` now and returns True, or returns False without taking it.
     #[pyo3(name = "write")]
-    fn py_write(&mut self, frame: &Bound<'_, PyBytes>) -> PyResult<bool> {
-        self.write_frame(frame.py(), frame)
+    fn py_write(slf: &Bound<'_, Self>, frame: &Bound<'_, PyBytes>) -> PyResult<bool> {
+        Self::write_frame(slf, frame)
     }
 
     fn __repr__(&self) -> String {
