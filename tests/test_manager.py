@@ -434,9 +434,13 @@ async def test_an_outlet_writes_only_while_direct(
     assert outlet.direct is False and outlet.written == 0
     assert outlet.write(FRAME) is False
     outlet.direct = True
-    assert outlet.write(FRAME) is True and outlet.write(FRAME) is True
-    assert outlet.written == 2 and outlet.direct is True
-    assert await asyncio.wait_for(reader.readexactly(2 * len(FRAME)), TIMEOUT) == FRAME * 2
+    assert outlet.write(FRAME) is True
+    assert outlet.written == 1
+    assert await asyncio.wait_for(reader.readexactly(len(FRAME)), TIMEOUT) == FRAME
+    if transport.get_write_buffer_size() == 0:  # all of it went (not so on Windows' proactor)
+        assert outlet.direct is True
+        assert outlet.write(FRAME) is True and outlet.written == 2
+        assert await asyncio.wait_for(reader.readexactly(len(FRAME)), TIMEOUT) == FRAME
     with pytest.raises(TypeError):
         outlet.write("text")
 

@@ -11,7 +11,8 @@ use std::io;
 pub enum Sent {
     /// The kernel took every byte.
     All,
-    /// The kernel took the first `n` bytes (`0 < n < data.len()`); the rest must follow at once.
+    /// The kernel took the first `n` bytes (`n < data.len()`; 0 where sockets are not file
+    /// descriptors); the rest must follow at once, through the transport.
     Part(usize),
     /// Nothing was taken: the socket buffer is full, or sending is not possible here.
     Nothing,
@@ -49,8 +50,12 @@ pub fn send_now(fd: i32, data: &[u8]) -> Sent {
 
 /// Windows sockets are not file descriptors: every frame goes through the transport.
 #[cfg(not(unix))]
-pub fn send_now(_fd: i32, _data: &[u8]) -> Sent {
-    Sent::Nothing
+pub fn send_now(_fd: i32, data: &[u8]) -> Sent {
+    if data.is_empty() {
+        Sent::Nothing
+    } else {
+        Sent::Part(0)
+    }
 }
 
 #[cfg(all(test, unix))]

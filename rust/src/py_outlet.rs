@@ -48,20 +48,26 @@ impl Outlet {
         }
         let data = frame.as_bytes();
         let sent = send_now(fd, data);
-        {
-            let mut outlet = slf.try_borrow_mut()?;
-            if sent != Sent::All {
-                // A full socket, or the rest of a frame first in the transport's buffer: until
-                // the protocol finds it drained, every frame takes the usual way.
-                outlet.direct = false;
-            }
-            if sent == Sent::Nothing {
-                return Ok(false);
-            }
-            outlet.written += 1;
+        if sent == Sent::Nothing {
+            // A full socket: until the protocol finds the transport drained, every frame takes
+            // the usual way.
+            slf.try_borrow_mut()?.direct = false;
+            return Ok(false);
         }
+        let mut behind = false;
         if let Sent::Part(n) = sent {
+            // The rest goes first in the transport's buffer; while it waits there, nothing may
+            // overtake it.
             transport.call_method1(intern!(py, "write"), (PyBytes::new(py, &data[n..]),))?;
+            behind = transport
+                .call_method0(intern!(py, "get_write_buffer_size"))?
+                .extract::<usize>()?
+                > 0;
+        }
+        let mut outlet = slf.try_borrow_mut()?;
+        outlet.written += 1;
+        if behind {
+            outlet.direct = false;
         }
         Ok(true)
     }
