@@ -509,6 +509,16 @@ async def test_an_outlet_needs_a_native_writer_and_its_own_type(
 BACKENDS = _backends.available("broadcast")
 PAIRS = list(itertools.combinations(BACKENDS, 2))
 
+
+@pytest.mark.parametrize(("first", "second"), PAIRS)
+def test_the_twins_have_the_same_public_names(first: str, second: str) -> None:
+    def public(obj: Any) -> list[str]:
+        return sorted(name for name in dir(obj) if not name.startswith("_"))
+
+    one, other = _backends.load("broadcast", first), _backends.load("broadcast", second)
+    for name in ("BroadcastManager", "Outlet"):
+        assert public(getattr(one, name)) == public(getattr(other, name)), name
+
 ids = st.integers(-2, 6) | st.sampled_from([1 << 63, -(1 << 63)])
 names = st.sampled_from(["a", "b", "é", ""]) | st.just("bad\udc80")
 channels = st.none() | names

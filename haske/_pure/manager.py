@@ -69,11 +69,11 @@ class Outlet:
     twin hands the frame to the socket itself; this one to the transport.)
     """
 
-    __slots__ = ("_transport", "direct", "fd", "written")
+    __slots__ = ("_fd", "_transport", "direct", "written")
 
     def __init__(self, transport: Any, fd: int) -> None:
         self._transport = transport
-        self.fd = fd
+        self._fd = fd
         #: Writes may bypass the protocol's queue.
         self.direct = False
         #: Frames written directly so far.
@@ -96,7 +96,7 @@ class Outlet:
         return True
 
     def __repr__(self) -> str:
-        return f"<Outlet fd={self.fd} direct={self.direct} written={self.written}>"
+        return f"<Outlet fd={self._fd} direct={self.direct} written={self.written}>"
 
 
 class _Connection:
