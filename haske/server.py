@@ -153,6 +153,9 @@ class _Flusher:
 
     def add(self, protocol: WebSocketProtocol) -> None:
         self.dirty.append(protocol)
+        outlet = protocol._outlet
+        if outlet is not None:
+            outlet.direct = False  # what is queued goes first: nothing may be written past it
         if self.handle is None:
             self.handle = protocol.loop.call_soon(self.run)
 
@@ -397,8 +400,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
-            if self._outlet is not None:
-                self._outlet.direct = False
 
     def eof_received(self) -> bool | None:
         """Let the transport close; ``connection_lost`` reports it."""
@@ -634,8 +635,6 @@ class WebSocketProtocol(asyncio.Protocol):
                 if not self._dirty:  # _schedule_flush, inlined
                     self._dirty = True
                     self._flusher.add(self)
-                    if self._outlet is not None:
-                        self._outlet.direct = False
                 if self._write_paused:
                     await self._drain()
             elif kind == "websocket.close":
@@ -870,8 +869,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._dirty:
             self._dirty = True
             self._flusher.add(self)
-            if self._outlet is not None:
-                self._outlet.direct = False
 
     async def _drain(self) -> None:
         waiter = self.loop.create_future()
@@ -1033,8 +1030,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self._dirty:  # _schedule_flush, inlined: this runs once per member per broadcast
             self._dirty = True
             self._flusher.add(self)
-            if self._outlet is not None:
-                self._outlet.direct = False
         return True
 
     def outlet(self, outlet_type: Callable[[Any, int], Any]) -> Any:
