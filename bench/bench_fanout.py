@@ -13,8 +13,9 @@ Servers (all on uvloop; uvicorn with httptools, keepalive pings off):
 - ``haske``:        a Haske app on Haske's protocol (``--ws haske.server:WebSocketProtocol``),
                     ``get_broadcaster().broadcast()``: the frame is encoded once, the compiled
                     manager hands it to every connection's corked write buffer.
-- ``haske-asgi``:   the same app on uvicorn's ``websockets`` protocol: one ASGI message for
-                    every connection, handed to the server's ``send`` at once (a send that has
+- ``haske-asgi``:   the same app on uvicorn's ``websockets`` protocol: the frame, encoded once,
+                    written to each idle connection's transport; for a connection with data
+                    waiting, the ASGI message handed to the server's ``send`` (a send that has
                     to wait goes on in a task, with later messages queued behind it, bounded).
 - ``naive``:        Starlette, ``for ws in conns: await ws.send_text(m)``, same uvicorn protocol.
 - ``broadcaster``:  Starlette with encode/broadcaster's ``memory://`` backend, same protocol.

@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 from haske import _json, limits
 from haske._backends import broadcast as _manager_backend
 from haske._backends import frames
+from haske._uvicorn import frame_writer
 from haske.exceptions import ConnectionClosed
 from haske.websocket import WebSocket
 
@@ -53,8 +54,9 @@ BroadcastMessage = str | bytes | bytearray | memoryview | dict[str, Any] | list[
 Excluded = WebSocket | int | tuple[str, int]
 Exclude = Excluded | Iterable[Excluded] | None
 
-#: An outbox item: the ASGI message, shared by every connection, and its size for the byte bound.
-Item = tuple[Message, int]
+#: An outbox item, shared by every connection: the ASGI message, its size for the byte bound, and
+#: its frame for connections whose server takes frames directly (``b""`` when none does).
+Item = tuple[Message, int, bytes]
 
 
 class ChannelNotFound(KeyError):
@@ -87,9 +89,10 @@ def _check_policy(policy: str) -> None:
 class Outbox:
     """The outbound queue of one connection on a standard ASGI server, bounded in bytes.
 
-    ``write`` never waits. While nothing is queued it sends at once: it starts the server's ASGI
-    ``send(message)`` and, as a send almost always does, it completes without suspending, so a
-    fan-out costs no task switch per connection. A send that does suspend (the transport is
+    ``write`` never waits. While nothing is queued it sends at once: on uvicorn's own protocols it
+    writes the frame to the transport when it can (:mod:`haske._uvicorn`); otherwise it starts the
+    server's ASGI ``send(message)`` and, as a send almost always does, it completes without
+    suspending, so a fan-out costs no task switch per connection. A send that does suspend (the transport is
     paused: the client is slow) goes on in a task of its own, and the messages written meanwhile
     queue behind it, up to ``limit`` bytes: past it ``write`` returns False (a message larger
     than the limit is still taken when the queue is empty, so big messages are not refused
@@ -106,8 +109,10 @@ class Outbox:
         "_size",
         "_task",
         "_waiters",
+        "_write_frame",
         "_written",
         "_ws",
+        "frames_written",
         "limit",
     )
 
@@ -116,6 +121,9 @@ class Outbox:
         self._ws = ws
         # The server's own ASGI send: the wrapper's state is checked here, once per message.
         self._send: Callable[[Message], Awaitable[None]] = ws.websocket._send
+        self._write_frame = frame_writer(self._send)
+        #: Messages written to the transport as frames, past the server's ``send``.
+        self.frames_written = 0
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[Item] = collections.deque()
@@ -131,6 +139,11 @@ class Outbox:
         """Bytes queued and not yet handed to the server."""
         return self._size
 
+    @property
+    def takes_frames(self) -> bool:
+        """Whether ``write`` can hand an item's frame to the transport (uvicorn's protocols)."""
+        return self._write_frame is not None
+
     def write(self, item: Item) -> bool:
         """Send or queue a message; False (taking nothing) when the queue is full.
 
@@ -143,11 +156,14 @@ class Outbox:
             self._size += item[1]
             self._written += 1
             return True
-        self._written += 1
-        self._done += 1  # sent, moved to the task, or failed: nothing is left queued
         ws = self._ws
         if ws._close_code is not None:
             raise ws._closed_error()
+        if self._write_frame is not None and item[2] and self._write_frame(item[2]):
+            self.frames_written += 1
+            return True
+        self._written += 1
+        self._done += 1  # sent, moved to the task, or failed: nothing is left queued
         sending = self._send(item[0]).__await__()
         try:
             waiting = sending.send(None)
@@ -207,7 +223,7 @@ class Outbox:
             await _resume(sending, waiting)
             self._advance(1)
             while queue:
-                message, size = queue.popleft()
+                message, size, _ = queue.popleft()
                 self._size -= size
                 if ws._close_code is not None:
                     raise ws._closed_error()
@@ -304,7 +320,9 @@ class WebSocketBroadcaster:
         self._turn_broadcasts = 0
         self._last_turn_broadcasts = 0
         self._sockets: dict[int, WebSocket] = {}
+        # Connections that take a broadcast's frame: on Haske's protocol, and on uvicorn's own.
         self._native = 0
+        self._framed = 0
         self._policies: dict[str, Policy] = {}
         # Channels that subscribe() created: removed again when their last member leaves, so
         # per-document or per-room names cannot pile up. create_channel() makes one permanent.
@@ -357,6 +375,8 @@ class WebSocketBroadcaster:
                 limit = self.outbound_limit or limits.OUTBOUND_LIMIT
                 outbox = ws.outbound = Outbox(ws, limit, self._lost)
             self._manager.add_connection(ws.connection_id, outbox.write)
+            if outbox.takes_frames:
+                self._framed += 1
         self._sockets[ws.connection_id] = ws
         ws._add_finalizer(self, self._detach)
         if self.backend is not None:
@@ -379,6 +399,8 @@ class WebSocketBroadcaster:
         ws._remove_finalizer(self)
         if ws.native:
             self._native -= 1
+        elif ws.outbound is not None and ws.outbound.takes_frames:
+            self._framed -= 1
         return True
 
     def _prune(self, channel: str) -> None:
@@ -612,16 +634,16 @@ class WebSocketBroadcaster:
         """The frame for connections on Haske's protocol and the ASGI message for the others,
         each built only when some tracked connection needs it."""
         frame = b""
-        if self._native:
+        if self._native or self._framed:
             frame = frames.encode_frame(opcode, data if data is not None else text.encode())  # type: ignore[union-attr]
         item: Item | None = None
         if len(self._sockets) > self._native:
             if opcode == frames.OP_BINARY:
-                item = ({"type": "websocket.send", "bytes": data}, len(data))  # type: ignore[arg-type]
+                item = ({"type": "websocket.send", "bytes": data}, len(data), frame)  # type: ignore[arg-type]
             else:
                 if text is None:
                     text = data.decode()  # type: ignore[union-attr]
-                item = ({"type": "websocket.send", "text": text}, len(text))
+                item = ({"type": "websocket.send", "text": text}, len(text), frame)
         return frame, item
 
     # -- other processes ----------------------------------------------------------------------

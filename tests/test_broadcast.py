@@ -29,6 +29,9 @@ from haske.broadcast import ChannelLimitExceeded, ChannelNotFound, WebSocketBroa
 from haske.server import _SOCKET_TRANSPORTS as SOCKET_TRANSPORTS
 from haske.ws import WebSocket
 
+#: Haske's protocol, and uvicorn's own two (the frame shortcut applies to both).
+SERVERS = ["haske", "websockets", "websockets-sansio"]
+
 
 @pytest.fixture
 def broadcaster(broadcast_impl: ModuleType) -> WebSocketBroadcaster:
@@ -367,7 +370,7 @@ def seq_of(payload: bytes | str) -> int:
     return int(text[7 : text.index(",")])
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_a_burst_reaches_every_real_client_in_order(
     serve: Any, ws_impl: str, broadcaster: WebSocketBroadcaster
 ) -> None:
@@ -399,7 +402,7 @@ async def test_a_burst_reaches_every_real_client_in_order(
 
 
 @pytest.mark.parametrize("turns", ["one turn", "a turn each"])
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken(
     serve: Any, ws_impl: str, broadcast_impl: ModuleType, turns: str
 ) -> None:
@@ -441,10 +444,13 @@ async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken
         slow.hang_up()
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("compression", ["deflate", None])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_broadcasts_and_the_handlers_own_sends_keep_their_order(
-    serve: Any, ws_impl: str, broadcast_impl: ModuleType
+    serve: Any, ws_impl: str, broadcast_impl: ModuleType, compression: str | None
 ) -> None:
+    """Broadcast frames go straight to the socket on Haske's protocol, and to the transport on
+    uvicorn's own protocols unless per-message deflate was negotiated; the order holds."""
     broadcaster = WebSocketBroadcaster(manager=broadcast_impl.BroadcastManager())
     app = Haske()
 
@@ -465,22 +471,33 @@ async def test_broadcasts_and_the_handlers_own_sends_keep_their_order(
             {
                 "direct": outlet.written if outlet is not None else None,
                 "transport": type(connection.transport).__name__ if connection else None,
+                "frames_written": ws.outbound.frames_written if ws.outbound else None,
             }
         )
 
     server = serve(app, ws=ws_impl)
-    async with websockets.connect(server.url + "/mixed") as client:
+    async with websockets.connect(server.url + "/mixed", compression=compression) as client:
         await client.send("go")
         got = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(300)]
         assert got == [f"{'own' if seq % 3 == 0 else 'cast'} {seq}" for seq in range(300)]
         report = json.loads(await asyncio.wait_for(client.recv(), TIMEOUT))
-    if report["transport"] in SOCKET_TRANSPORTS:  # Haske's protocol on uvloop or selectors
-        assert report["direct"] > 0  # some broadcasts went straight to the socket
+        negotiated = client.protocol.extensions
+    if ws_impl == "haske":
+        assert report["frames_written"] is None
+        assert not negotiated  # Haske's protocol declines per-message deflate
+        if report["transport"] in SOCKET_TRANSPORTS:  # on uvloop or selectors
+            assert report["direct"] > 0  # some broadcasts went straight to the socket
+        else:
+            assert report["direct"] is None
+    elif compression is None:
+        assert not negotiated
+        assert report["frames_written"] > 0  # some broadcasts skipped the server's send
     else:
-        assert report["direct"] is None
+        assert negotiated  # the server compresses: every broadcast went through its send
+        assert report["frames_written"] == 0
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_a_message_larger_than_the_outbound_limit_reaches_an_idle_connection(
     serve: Any, ws_impl: str, broadcast_impl: ModuleType
 ) -> None:
@@ -555,7 +572,7 @@ PAD = 4000
 
 
 @pytest.mark.parametrize("policy", ["close", "drop_newest", "drop_oldest"])
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_a_stalled_client_never_holds_back_the_others(
     serve: Any, ws_impl: str, policy: str, broadcast_impl: ModuleType
 ) -> None:
@@ -650,7 +667,7 @@ async def test_a_stalled_client_never_holds_back_the_others(
 
 
 @pytest.mark.parametrize("vanish", ["abort", "hang_up"])
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_a_client_that_vanishes_without_a_close_is_cleaned_up(
     serve: Any, ws_impl: str, vanish: str, broadcaster: WebSocketBroadcaster
 ) -> None:
@@ -665,7 +682,7 @@ async def test_a_client_that_vanishes_without_a_close_is_cleaned_up(
     assert broadcaster.channels() == []  # "room" went with its last member
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_connections_lost_while_sending_leave_the_broadcaster(
     serve: Any, ws_impl: str, broadcaster: WebSocketBroadcaster
 ) -> None:
