@@ -1,7 +1,9 @@
-"""Shared fixtures: every backend of every component, and real uvicorn servers on 127.0.0.1."""
+"""Shared fixtures: every backend of every component, and real uvicorn (or hypercorn) servers on
+127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
@@ -93,13 +95,66 @@ class LiveServer:
             raise RuntimeError(f"uvicorn on port {self.port} did not stop")
 
 
+class HypercornServer(LiveServer):
+    """A real hypercorn server (its own WebSocket implementation, wsproto underneath) running an
+    app in a background thread: another ASGI server, where Haske works through ASGI messages."""
+
+    def __init__(self, app: Any) -> None:
+        from hypercorn.config import Config
+
+        self.port = free_port()
+        self.app = app
+        self.config = Config()
+        self.config.bind = [f"127.0.0.1:{self.port}"]
+        self.config.graceful_timeout = 2
+        self.config.accesslog = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.shutdown: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, name="hypercorn", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        from hypercorn.asyncio import serve
+
+        self.loop = asyncio.get_running_loop()
+        self.shutdown = asyncio.Event()
+        await serve(self.app, self.config, shutdown_trigger=self.shutdown.wait)
+
+    def start(self) -> HypercornServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if not self.thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"hypercorn did not start on port {self.port}") from None
+                time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.loop is not None and self.shutdown is not None:
+            self.loop.call_soon_threadsafe(self.shutdown.set)
+        self.thread.join(15)
+        if self.thread.is_alive():
+            raise RuntimeError(f"hypercorn on port {self.port} did not stop")
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., LiveServer]]:
-    """``serve(app, ws="haske", **uvicorn_config)`` starts a server that stops after the test."""
+    """``serve(app, ws="haske", **uvicorn_config)`` starts a server that stops after the test;
+    ``ws="hypercorn"`` runs the app on hypercorn instead of uvicorn."""
     servers: list[LiveServer] = []
 
     def start(app: Any, ws: str = "haske", **config: Any) -> LiveServer:
-        server = LiveServer(app, ws, **config)
+        if ws == "hypercorn":
+            if config:
+                raise TypeError(f"uvicorn settings on hypercorn: {sorted(config)}")
+            server: LiveServer = HypercornServer(app)
+        else:
+            server = LiveServer(app, ws, **config)
         servers.append(server)
         return server.start()
 

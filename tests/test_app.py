@@ -187,7 +187,7 @@ def test_an_unknown_websocket_path_is_refused() -> None:
         pass  # pragma: no cover
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 async def test_app_routes_are_tracked_by_their_broadcaster_on_real_servers(
     serve: Any, ws_impl: str
 ) -> None:
@@ -237,6 +237,7 @@ class Passthrough:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.seen.append(scope["type"])
         await self.app(scope, receive, send)
+
 
 # Starlette's router puts the matched route in the scope from 0.4x on; Haske's own dispatch
 # always does.
@@ -293,7 +294,7 @@ def dispatch_app(seen: list[str] | None, ended: queue.Queue[WebSocketState]) -> 
     return app
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 @pytest.mark.parametrize("with_middleware", [False, True])
 async def test_websocket_routes_keep_starlette_semantics_with_and_without_middleware(
     serve: Any, ws_impl: str, with_middleware: bool
@@ -319,9 +320,9 @@ async def test_websocket_routes_keep_starlette_semantics_with_and_without_middle
     async with websockets.connect(server.url + "/plain/ada") as client:
         await client.send("hello")
         assert await recv(client) == "plain ada"
-    # An exception no handler takes reaches the server: Haske's closes with 1011, uvicorn's
-    # drops the connection (1006).
-    crashed = 1011 if ws_impl == "haske" else 1006
+    # An exception no handler takes reaches the server: Haske's and hypercorn close with 1011,
+    # uvicorn's drops the connection (1006).
+    crashed = 1006 if ws_impl == "websockets" else 1011
     for command, code in (("lookup", 4404), ("policy", 4001), ("crash", crashed)):
         async with websockets.connect(server.url + "/plain/ada") as client:
             await client.send(command)

@@ -29,8 +29,8 @@ from haske.broadcast import ChannelLimitExceeded, ChannelNotFound, WebSocketBroa
 from haske.server import _SOCKET_TRANSPORTS as SOCKET_TRANSPORTS
 from haske.ws import WebSocket
 
-#: Haske's protocol, and uvicorn's own two (the frame shortcut applies to both).
-SERVERS = ["haske", "websockets", "websockets-sansio"]
+#: Haske's protocol, uvicorn's own two (broadcast frames go to their transports) and hypercorn.
+SERVERS = ["haske", "websockets", "websockets-sansio", "hypercorn"]
 
 
 @pytest.fixture
@@ -489,6 +489,8 @@ async def test_broadcasts_and_the_handlers_own_sends_keep_their_order(
             assert report["direct"] > 0  # some broadcasts went straight to the socket
         else:
             assert report["direct"] is None
+    elif ws_impl == "hypercorn":
+        assert report["frames_written"] == 0  # another server: every broadcast takes its send
     elif compression is None:
         assert not negotiated
         assert report["frames_written"] > 0  # some broadcasts skipped the server's send
@@ -682,13 +684,9 @@ async def test_a_client_that_vanishes_without_a_close_is_cleaned_up(
     assert broadcaster.channels() == []  # "room" went with its last member
 
 
-@pytest.mark.parametrize("ws_impl", SERVERS)
-async def test_connections_lost_while_sending_leave_the_broadcaster(
-    serve: Any, ws_impl: str, broadcaster: WebSocketBroadcaster
-) -> None:
-    """Handlers that never receive only learn of a lost peer from a failed send."""
+def quiet_app(broadcaster: WebSocketBroadcaster, release: threading.Event) -> Haske:
+    """Subscribers, ``/quiet/{name}`` handlers that never receive, and ``/blast``: a broadcast."""
     app = subscriber_app(broadcaster)
-    release = threading.Event()
 
     @app.websocket("/quiet/{name}", broadcaster=broadcaster)
     async def quiet(ws: WebSocket) -> None:
@@ -702,7 +700,16 @@ async def test_connections_lost_while_sending_leave_the_broadcaster(
             {"sent": await broadcaster.broadcast("x" * 1000), **broadcaster.stats()}
         )
 
-    server = serve(app, ws=ws_impl)
+    return app
+
+
+@pytest.mark.parametrize("ws_impl", [server for server in SERVERS if server != "hypercorn"])
+async def test_connections_lost_while_sending_leave_the_broadcaster(
+    serve: Any, ws_impl: str, broadcaster: WebSocketBroadcaster
+) -> None:
+    """Handlers that never receive only learn of a lost peer from a failed send."""
+    release = threading.Event()
+    server = serve(quiet_app(broadcaster, release), ws=ws_impl)
     keeper = await websockets.connect(f"{server.url}/sub/keeper")
     try:
         assert await asyncio.wait_for(keeper.recv(), TIMEOUT) == "ready"
@@ -718,6 +725,35 @@ async def test_connections_lost_while_sending_leave_the_broadcaster(
                 await asyncio.sleep(0.01)
         assert stats["failed"] == 3
         for _ in range(blasts + 1):
+            assert await asyncio.wait_for(keeper.recv(), TIMEOUT) == "x" * 1000
+    finally:
+        release.set()
+        await keeper.close()
+
+
+async def test_on_hypercorn_a_lost_peer_leaves_when_its_handler_ends(
+    serve: Any, broadcaster: WebSocketBroadcaster
+) -> None:
+    """hypercorn discards sends to a peer that left instead of raising, so a handler that never
+    receives keeps its connection tracked until it returns; nothing queues for it meanwhile."""
+    release = threading.Event()
+    server = serve(quiet_app(broadcaster, release), ws="hypercorn")
+    keeper = await websockets.connect(f"{server.url}/sub/keeper")
+    try:
+        assert await asyncio.wait_for(keeper.recv(), TIMEOUT) == "ready"
+        raw = [await RawClient.connect(server.port, f"/quiet/r{i}") for i in range(3)]
+        for client in raw:
+            assert (await client.frame()).payload == b"ready"
+            client.hang_up()
+        async with httpx.AsyncClient() as http:
+            for _ in range(50):
+                stats = (await http.get(server.http_url + "/blast")).json()
+                await asyncio.sleep(0.01)
+        assert stats["failed"] == 0 and stats["connections"] == 4
+        assert max(ws.buffered_amount for ws in broadcaster.connections()) == 0
+        release.set()
+        await eventually(lambda: len(broadcaster) == 1)
+        for _ in range(50):
             assert await asyncio.wait_for(keeper.recv(), TIMEOUT) == "x" * 1000
     finally:
         release.set()

@@ -148,7 +148,7 @@ def test_the_chat_socket_on_the_test_client(caplog: pytest.LogCaptureFixture) ->
     assert not caplog.records, caplog.text
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 async def test_the_chat_socket_on_real_servers_ends_cleanly_when_the_client_leaves(
     serve: Any, ws_impl: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -170,7 +170,7 @@ async def test_the_chat_socket_on_real_servers_ends_cleanly_when_the_client_leav
     assert not [r for r in caplog.records if r.name.startswith("haske")], caplog.text
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 async def test_broadcasting_to_the_notifications_channel(serve: Any, ws_impl: str) -> None:
     server = serve(app, ws=ws_impl)
     subscribers = [await websockets.connect(server.url + "/guide/notifications") for _ in range(3)]
@@ -191,7 +191,7 @@ async def test_broadcasting_to_the_notifications_channel(serve: Any, ws_impl: st
             await client.close()
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 async def test_live_sessions_targeted_and_to_everyone(serve: Any, ws_impl: str) -> None:
     server = serve(app, ws=ws_impl)
     ada = await websockets.connect(server.url + "/guide/session/ada")
@@ -221,7 +221,7 @@ async def test_live_sessions_targeted_and_to_everyone(serve: Any, ws_impl: str) 
     assert sessions.get_session_ids() == []
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 async def test_the_wrapper_helpers(serve: Any, ws_impl: str) -> None:
     server = serve(app, ws=ws_impl)
     async with websockets.connect(server.url + "/guide/helpers") as client:

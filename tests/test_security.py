@@ -17,7 +17,7 @@ from haske import Haske
 from haske.security import OriginPolicy, origin_allowed
 from haske.ws import Deny, WebSocket, default_routes, websocket_route
 
-SERVERS = ["haske", "websockets-sansio"]
+SERVERS = ["haske", "websockets-sansio", "hypercorn"]
 
 
 async def handshake(
@@ -86,7 +86,7 @@ async def test_a_page_of_another_site_is_refused_before_the_handler_runs(
     assert seen.calls == []
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets-sansio"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_same_origin_in_any_scheme_and_no_origin_are_accepted(
     serve: Any, ws_impl: str
 ) -> None:
@@ -102,7 +102,7 @@ async def test_same_origin_in_any_scheme_and_no_origin_are_accepted(
     assert len(seen.calls) == 3
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets-sansio"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
 async def test_the_apps_allow_list_and_a_routes_own(serve: Any, ws_impl: str) -> None:
     seen = Seen()
     app = seen.app(allowed_origins=["https://app.example", "null"])

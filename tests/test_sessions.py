@@ -263,7 +263,7 @@ async def vanish(port: int, path: str) -> None:
     writer.transport.abort()
 
 
-@pytest.mark.parametrize("ws_impl", ["haske", "websockets"])
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets", "hypercorn"])
 async def test_connection_churn_leaves_the_broadcaster_and_sessions_empty(
     serve: Any, ws_impl: str
 ) -> None:
