@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import socket
+import statistics
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -666,6 +668,73 @@ async def test_a_stalled_client_never_holds_back_the_others(
         for client in [*healthy, controller]:
             await client.close()
         stalled.hang_up()
+
+
+@pytest.mark.parametrize("policy", ["close", "drop_oldest"])
+@pytest.mark.parametrize("ws_impl", SERVERS)
+async def test_a_stalled_client_leaves_the_others_latency_within_twice_the_baseline(
+    serve: Any, ws_impl: str, policy: str
+) -> None:
+    """Healthy clients' delay from broadcast to arrival, one message at a time: without a
+    stalled client, then with one that the policy has already had to handle (it stays
+    connected and overloaded under drop_oldest). The medians may differ by at most 2x, plus
+    1 ms for scheduling noise at sub-millisecond delays; a stalled client that held the
+    others back would cost them whole seconds."""
+    broadcaster = WebSocketBroadcaster(policy=policy, outbound_limit=SLOW_LIMIT)  # type: ignore[arg-type]
+    app = subscriber_app(broadcaster)
+
+    @app.websocket("/control", broadcaster=WebSocketBroadcaster())
+    async def control(ws: WebSocket) -> None:
+        # "cast N": N broadcasts stamped with their time; then the counters.
+        await ws.accept()
+        async for command in ws:
+            for _ in range(int(str(command).split()[1])):
+                stamp = time.monotonic_ns()
+                await broadcaster.broadcast(f'{{"t":{stamp},"pad":"{"x" * PAD}"}}', "feed")
+            await ws.send_json(broadcaster.stats())
+
+    server = serve(app, ws=ws_impl)
+    healthy = [await websockets.connect(f"{server.url}/sub/h{i}?channels=feed") for i in range(3)]
+    controller = await websockets.connect(server.url + "/control")
+    stalled = None
+
+    async def cast(count: int) -> tuple[list[int], dict[str, int]]:
+        await controller.send(f"cast {count}")
+        delays = []
+        for client in healthy:
+            for _ in range(count):
+                message = await asyncio.wait_for(client.recv(), TIMEOUT)
+                delays.append(time.monotonic_ns() - json.loads(message)["t"])
+        return delays, json.loads(await asyncio.wait_for(controller.recv(), TIMEOUT))
+
+    async def median_delay() -> float:
+        delays = []
+        for _ in range(150):
+            delays.extend((await cast(1))[0])
+        return statistics.median(delays) / 1e6
+
+    try:
+        for client in healthy:
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "ready"
+        await cast(20)  # warm up
+        baseline = await median_delay()
+
+        stalled = await RawClient.connect(server.port, "/sub/stalled?channels=feed", rcvbuf=4096)
+        assert (await stalled.frame()).payload == b"ready"
+        while True:  # fill its buffers until the policy acts
+            _, stats = await cast(BATCH)
+            if stats["closed"] or stats["dropped"]:
+                break
+            assert stats["delivered"] < 64 * 1024 * 1024 / PAD, "the stalled client never tripped"
+        with_stalled = await median_delay()
+        stats = (await cast(1))[1]
+        assert stats["connections"] == (3 if policy == "close" else 4)
+        assert with_stalled <= 2 * baseline + 1.0, (baseline, with_stalled)
+    finally:
+        for client in [*healthy, controller]:
+            await client.close()
+        if stalled is not None:
+            stalled.hang_up()
 
 
 @pytest.mark.parametrize("vanish", ["abort", "hang_up"])
