@@ -2,8 +2,10 @@
 
     python bench/soak.py                  # 30 minutes
     python bench/soak.py --seconds 60     # the CI run
+    python bench/soak.py --ws websockets  # the same app on uvicorn's own websockets protocol
 
-The server is a Haske app on Haske's protocol (``haske.run``) in a subprocess. The load, all at
+The server is a Haske app on Haske's protocol (``haske.run``) in a subprocess, or with ``--ws`` on
+one of uvicorn's own protocols (where the handshake timeout is uvicorn's: none). The load, all at
 once for the whole run:
 
 - churn: short-lived chat connections that join a room (a channel and a session with presence),
@@ -155,7 +157,20 @@ def soak_app() -> Any:
     return app
 
 
-def serve(port: int) -> None:
+def serve(port: int, ws: str) -> None:
+    if ws != "haske":
+        import uvicorn
+
+        uvicorn.run(
+            soak_app(),
+            host="127.0.0.1",
+            port=port,
+            ws=ws,
+            log_level="error",
+            ws_ping_interval=PING_INTERVAL,
+            ws_ping_timeout=PING_INTERVAL,
+        )
+        return
     import haske
 
     haske.run(
@@ -408,7 +423,7 @@ async def wait_for_server(port: int, process: asyncio.subprocess.Process) -> Non
     raise RuntimeError("the server did not start")
 
 
-async def soak(seconds: float, every: float, warmup: float, seed: int) -> bool:
+async def soak(seconds: float, every: float, warmup: float, seed: int, ws: str) -> bool:
     import psutil  # type: ignore[import-untyped]
 
     # Stopped from outside, still stop the server: SIGTERM cancels the run, which cleans up (a
@@ -425,7 +440,7 @@ async def soak(seconds: float, every: float, warmup: float, seed: int) -> bool:
     port = free_port()
     with tempfile.NamedTemporaryFile(prefix="haske-soak-", suffix=".log", delete=False) as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "serve", str(port), stdout=log, stderr=subprocess.STDOUT
+            sys.executable, __file__, "serve", str(port), ws, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             await wait_for_server(port, process)
@@ -540,6 +555,12 @@ def main() -> int:
         help="seconds before RSS is watched (default: a quarter, at most 5 min)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--ws",
+        default="haske",
+        help="haske (default), or a uvicorn WebSocket implementation: websockets, "
+        "websockets-sansio, wsproto",
+    )
     options = parser.parse_args()
     warmup = options.warmup if options.warmup is not None else min(options.seconds / 4, 300)
     runner: Callable[..., Any] = asyncio.run
@@ -548,7 +569,7 @@ def main() -> int:
 
         runner = uvloop.run
     try:
-        return 0 if runner(soak(options.seconds, options.every, warmup, options.seed)) else 1
+        return 0 if runner(soak(options.seconds, options.every, warmup, options.seed, options.ws)) else 1
     except asyncio.CancelledError:
         print("stopped before the end", file=sys.stderr)
         return 1
@@ -556,6 +577,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        serve(int(sys.argv[2]))
+        serve(int(sys.argv[2]), sys.argv[3])
     else:
         raise SystemExit(main())
