@@ -90,14 +90,14 @@ class Outbox:
     """The outbound queue of one connection on a standard ASGI server, bounded in bytes.
 
     ``write`` never waits. While nothing is queued it sends at once: on uvicorn's own protocols it
-    writes the frame to the transport when it can (:mod:`haske._uvicorn`); otherwise it starts the
-    server's ASGI ``send(message)`` and, as a send almost always does, it completes without
-    suspending, so a fan-out costs no task switch per connection. A send that does suspend (the transport is
-    paused: the client is slow) goes on in a task of its own, and the messages written meanwhile
-    queue behind it, up to ``limit`` bytes: past it ``write`` returns False (a message larger
-    than the limit is still taken when the queue is empty, so big messages are not refused
-    forever). The task sends the queue in order and ends once it is empty; ``clear()`` (on
-    close) stops it.
+    writes the frame to the transport when it can (:mod:`haske._uvicorn`); otherwise it starts
+    the server's ASGI ``send(message)`` and, as a send almost always does, it completes without
+    suspending, so a fan-out costs no task switch per connection. A send that does suspend (the
+    transport is paused: the client is slow) goes on in a task of its own, and the messages
+    written meanwhile queue behind it, up to ``limit`` bytes: past it ``write`` returns False (a
+    message larger than the limit is still taken when the queue is empty, so big messages are
+    not refused forever). The task sends the queue in order and ends once it is empty;
+    ``clear()`` (on close) stops it.
     """
 
     __slots__ = (
