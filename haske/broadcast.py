@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 from haske import _json, limits
 from haske._backends import broadcast as _manager_backend
 from haske._backends import frames
+from haske._hypercorn import websocket_stream
 from haske._uvicorn import frame_writer
 from haske.exceptions import ConnectionClosed
 from haske.websocket import WebSocket
@@ -107,6 +108,7 @@ class Outbox:
         "_queue",
         "_send",
         "_size",
+        "_stream",
         "_task",
         "_waiters",
         "_write_frame",
@@ -122,6 +124,7 @@ class Outbox:
         # The server's own ASGI send: the wrapper's state is checked here, once per message.
         self._send: Callable[[Message], Awaitable[None]] = ws.websocket._send
         self._write_frame = frame_writer(self._send)
+        self._stream = websocket_stream(self._send)  # hypercorn's: says when the peer is gone
         #: Messages written to the transport as frames, past the server's ``send``.
         self.frames_written = 0
         self._on_lost = on_lost
@@ -156,9 +159,7 @@ class Outbox:
             self._size += item[1]
             self._written += 1
             return True
-        ws = self._ws
-        if ws._close_code is not None:
-            raise ws._closed_error()
+        self._check_open()
         if self._write_frame is not None and item[2] and self._write_frame(item[2]):
             self.frames_written += 1
             return True
@@ -225,8 +226,7 @@ class Outbox:
             while queue:
                 message, size, _ = queue.popleft()
                 self._size -= size
-                if ws._close_code is not None:
-                    raise ws._closed_error()
+                self._check_open()
                 await self._send(message)
                 self._advance(1)
         except Exception as exc:  # noqa: BLE001 - whatever the server raised, the peer is lost
@@ -239,6 +239,14 @@ class Outbox:
             if self._task is asyncio.current_task():
                 self._task = None
                 self._advance(0)
+
+    def _check_open(self) -> None:
+        """``ConnectionClosed`` once the connection is known to be closed."""
+        ws = self._ws
+        if ws._close_code is None and self._stream is not None and self._stream.closed:
+            ws._close_code = 1006  # hypercorn would drop the message without a word
+        if ws._close_code is not None:
+            raise ws._closed_error()
 
     def _failure(self, exc: Exception) -> Exception:
         """Record on the WebSocket that a send failed, as its own sends do; the error to raise."""

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from haske import _json
+from haske._hypercorn import websocket_stream
 from haske.exceptions import ConnectionClosed, NotSupportedError
 from haske.security import SAME_ORIGIN, AuthHook, Deny, OriginPolicy
 
@@ -385,6 +386,10 @@ class WebSocket:
             raise self._closed_error()
         if not self.accepted:
             raise RuntimeError("call accept() before sending")
+        stream = websocket_stream(self.websocket._send)
+        if stream is not None and stream.closed:
+            self._close_code = 1006  # hypercorn would drop the message without a word
+            raise self._closed_error()
         try:
             await self.websocket.send(message)
         except WebSocketDisconnect as exc:
