@@ -35,36 +35,20 @@ def frame_writer(send: Any) -> FrameWriter | None:
         return None
     modules = {cls.__module__ for cls in type(protocol).__mro__}
     if _LEGACY in modules and getattr(send, "__name__", "") == "asgi_send":
-        return _legacy_writer(protocol)
+        return _writer(protocol, protocol)  # websockets' legacy protocol is its own state
     if _SANSIO in modules and getattr(send, "__name__", "") == "send":
-        return _sansio_writer(protocol)
+        return _writer(protocol, protocol.conn)
     return None
 
 
-def _legacy_writer(protocol: Any) -> FrameWriter:
-    # websockets' legacy protocol: its state turns OPEN once the handshake response was written
-    # and CLOSING as it writes a close frame; its extensions are set in the handshake.
-    opened = type(protocol.state).OPEN
+def _writer(protocol: Any, state: Any) -> FrameWriter:
+    # ``state`` (websockets' legacy protocol, or its sans-I/O connection) turns OPEN once the
+    # handshake response was written and CLOSING as a close frame is sent or received; its
+    # extensions are set in the handshake.
+    opened = type(state.state).OPEN
 
     def write(frame: bytes) -> bool:
-        if protocol.state is not opened or protocol.extensions:
-            return False
-        transport = protocol.transport
-        if transport.get_write_buffer_size() or transport.is_closing():
-            return False
-        transport.write(frame)
-        return True
-
-    return write
-
-
-def _sansio_writer(protocol: Any) -> FrameWriter:
-    # The sans-I/O connection is OPEN after the handshake response and until a close frame.
-    connection = protocol.conn
-    opened = type(connection.state).OPEN
-
-    def write(frame: bytes) -> bool:
-        if connection.state is not opened or connection.extensions:
+        if state.state is not opened or state.extensions:
             return False
         transport = protocol.transport
         if transport.get_write_buffer_size() or transport.is_closing():

@@ -159,7 +159,8 @@ class Outbox:
             self._size += item[1]
             self._written += 1
             return True
-        self._check_open()
+        if self._ws._close_code is not None or self._stream is not None:
+            self._check_open()
         if self._write_frame is not None and item[2] and self._write_frame(item[2]):
             self.frames_written += 1
             return True
