@@ -104,11 +104,11 @@ class Outbox:
     __slots__ = (
         "_done",
         "_loop",
+        "_on_hypercorn",
         "_on_lost",
         "_queue",
         "_send",
         "_size",
-        "_stream",
         "_task",
         "_waiters",
         "_write_frame",
@@ -124,7 +124,9 @@ class Outbox:
         # The server's own ASGI send: the wrapper's state is checked here, once per message.
         self._send: Callable[[Message], Awaitable[None]] = ws.websocket._send
         self._write_frame = frame_writer(self._send)
-        self._stream = websocket_stream(self._send)  # hypercorn's: says when the peer is gone
+        # On hypercorn the wrapper has to look at the stream before each send to learn the peer
+        # is gone; elsewhere a recorded close code is enough.
+        self._on_hypercorn = websocket_stream(self._send) is not None
         #: Messages written to the transport as frames, past the server's ``send``.
         self.frames_written = 0
         self._on_lost = on_lost
@@ -159,8 +161,8 @@ class Outbox:
             self._size += item[1]
             self._written += 1
             return True
-        if self._ws._close_code is not None or self._stream is not None:
-            self._check_open()
+        if self._ws._close_code is not None or self._on_hypercorn:
+            self._ws._raise_if_closed()
         if self._write_frame is not None and item[2] and self._write_frame(item[2]):
             self.frames_written += 1
             return True
@@ -227,7 +229,7 @@ class Outbox:
             while queue:
                 message, size, _ = queue.popleft()
                 self._size -= size
-                self._check_open()
+                ws._raise_if_closed()
                 await self._send(message)
                 self._advance(1)
         except Exception as exc:  # noqa: BLE001 - whatever the server raised, the peer is lost
@@ -240,14 +242,6 @@ class Outbox:
             if self._task is asyncio.current_task():
                 self._task = None
                 self._advance(0)
-
-    def _check_open(self) -> None:
-        """``ConnectionClosed`` once the connection is known to be closed."""
-        ws = self._ws
-        if ws._close_code is None and self._stream is not None and self._stream.closed:
-            ws._close_code = 1006  # hypercorn would drop the message without a word
-        if ws._close_code is not None:
-            raise ws._closed_error()
 
     def _failure(self, exc: Exception) -> Exception:
         """Record on the WebSocket that a send failed, as its own sends do; the error to raise."""

@@ -288,6 +288,15 @@ class WebSocket:
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(self._close_code or 1006, self._close_reason)
 
+    def _raise_if_closed(self) -> None:
+        """``ConnectionClosed`` once the connection is known to be closed, before a send."""
+        if self._close_code is None:
+            stream = websocket_stream(self.websocket._send)
+            if stream is not None and stream.closed:
+                self._close_code = 1006  # hypercorn would drop the message without a word
+        if self._close_code is not None:
+            raise self._closed_error()
+
     async def receive(self) -> Message:
         """The next ``websocket.receive`` ASGI message; :class:`ConnectionClosed` at the end."""
         next_message = self._next_message()
@@ -382,14 +391,9 @@ class WebSocket:
 
     async def _send_message(self, message: Message) -> None:
         """Send an ASGI message, turning every "the peer is gone" failure into ConnectionClosed."""
-        if self._close_code is not None:
-            raise self._closed_error()
+        self._raise_if_closed()
         if not self.accepted:
             raise RuntimeError("call accept() before sending")
-        stream = websocket_stream(self.websocket._send)
-        if stream is not None and stream.closed:
-            self._close_code = 1006  # hypercorn would drop the message without a word
-            raise self._closed_error()
         try:
             await self.websocket.send(message)
         except WebSocketDisconnect as exc:
