@@ -7,10 +7,12 @@ The asyncio glue around :class:`haske.connection.Connection`: it checks the upgr
 handshake backend, runs the ASGI app, and moves bytes between the transport and the connection.
 
 Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
-frames, pongs) leaves in a single ``transport.write``. While the transport is over its high-water
-mark, frames wait in the connection's queue, where :meth:`WebSocketProtocol.drop_oldest` can
-still discard them, and reading stops so that a peer that does not read cannot make us buffer
-replies without bound.
+frames, pongs) leaves in a single ``transport.write``. One send is not: the first after a message
+reached a waiting ``receive``, most likely its answer, is written at once when nothing is queued
+ahead of it, which spares each request-response exchange a callback. While the transport is over
+its high-water mark, frames wait in the connection's queue, where
+:meth:`WebSocketProtocol.drop_oldest` can still discard them, and reading stops so that a peer
+that does not read cannot make us buffer replies without bound.
 
 Per-message deflate is never negotiated: an offer is declined by leaving it out of the response.
 
@@ -253,6 +255,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_pings",
         "_pong_timer",
         "_quiet_since",
+        "_reply",
         "_response",
         "_state",
         "_waiter",
@@ -343,6 +346,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._flusher = _flusher(self.loop)
         self._dirty = False  # queued in self._flusher for this turn's flush
+        # A message went to a waiting receive: the next send, its likely answer, is written
+        # at once instead of at the end of the turn.
+        self._reply = False
         # Broadcast frames written straight to the socket while nothing is queued (see outlet()).
         self._outlet: Any = None
         self._outlet_seen = 0
@@ -392,9 +398,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 if not waiter.done():
                     # It waits only while the inbox is empty: the first message is its own.
                     waiter.set_result(inbox.pop(0))
-                    # The app runs in the next loop turn; a flush queued right behind it sends
-                    # its answer in that same turn instead of one turn later.
-                    self._flusher.move_back(self.loop)
+                    self._reply = True
             if len(inbox) >= self.max_queue:
                 self._pause_reading(_PAUSE_QUEUE)
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
@@ -632,9 +636,13 @@ class WebSocketProtocol(asyncio.Protocol):
                     if data is None:
                         raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
                     self._conn.send_binary(data)
-                if not self._dirty:  # _schedule_flush, inlined
-                    self._dirty = True
-                    self._flusher.add(self)
+                if not self._dirty:
+                    if self._reply and not self._write_paused:
+                        self._reply = False
+                        self._flush()
+                    else:
+                        self._dirty = True  # _schedule_flush, inlined
+                        self._flusher.add(self)
                 if self._write_paused:
                     await self._drain()
             elif kind == "websocket.close":

@@ -506,6 +506,35 @@ async def test_write_frame_corks_one_loop_turn_into_one_write(serve: Callable[..
         ]
 
 
+async def test_the_answer_to_a_message_is_written_at_once(serve: Callable[..., Any]) -> None:
+    """The first send after a message reached a waiting receive goes out before the end of the
+    turn; the sends after it in that turn are corked into one write."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        ext = websocket.scope["extensions"]["haske.websocket"]
+        await websocket.receive_text()
+        before = ext.transport.writes
+        await websocket.send_text("r1")
+        at_once = ext.transport.writes - before
+        await websocket.send_text("r2")
+        await websocket.send_text("r3")
+        corked = ext.transport.writes - before
+        await asyncio.sleep(0)
+        after = ext.transport.writes - before
+        await websocket.send_json({"at_once": at_once, "corked": corked, "after": after})
+
+    server = serve(app_of(endpoint), ws=CountingProtocol)
+    async with client(f"{server.url}/ws") as ws:
+        await ws.send("go")
+        assert [await recv(ws) for _ in range(4)] == [
+            "r1",
+            "r2",
+            "r3",
+            '{"at_once":1,"corked":1,"after":2}',
+        ]
+
+
 async def test_write_frame_refuses_past_the_outbound_limit(serve: Callable[..., Any]) -> None:
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
