@@ -1,8 +1,8 @@
 """Build Haske's optional compiled components.
 
-``pip install .`` builds the Cython frame codec and the Rust module when the machine can. A
-missing toolchain, or ``HASKE_BUILD_NO_CYTHON=1`` / ``HASKE_BUILD_NO_RUST=1``, skips that
-component with one line saying why; Haske then uses its pure-Python twin.
+``pip install .`` builds the Cython frame codec and connection and the Rust module when the
+machine can. A missing toolchain, or ``HASKE_BUILD_NO_CYTHON=1`` / ``HASKE_BUILD_NO_RUST=1``,
+skips that component with one line saying why; Haske then uses its pure-Python twin.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
-VERSION = re.search(
-    r'__version__ = "([^"]+)"', (ROOT / "haske" / "_version.py").read_text()
-).group(1)  # type: ignore[union-attr]
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "haske" / "_version.py").read_text()).group(
+    1
+)  # type: ignore[union-attr]
 
 
 def note(message: str) -> None:
@@ -32,26 +32,33 @@ def requested_off(variable: str) -> bool:
 
 def cython_extensions() -> list[Extension]:
     if requested_off("HASKE_BUILD_NO_CYTHON"):
-        note("skipping the Cython frame codec (HASKE_BUILD_NO_CYTHON is set); frames=python")
+        note(
+            "skipping the Cython frame codec and connection (HASKE_BUILD_NO_CYTHON is set); frames=python, connection=python"
+        )
         return []
     try:
         import Cython
         from Cython.Build import cythonize
     except ImportError:
-        note("skipping the Cython frame codec (Cython is not installed); frames=python")
+        note(
+            "skipping the Cython frame codec and connection (Cython is not installed); frames=python, connection=python"
+        )
         return []
     unix = sys.platform != "win32"
-    extension = Extension(
-        "haske._speedups.frames",
-        ["haske/_speedups/frames.pyx"],
-        define_macros=[
-            ("HASKE_VERSION", f'"{VERSION}"'),
-            ("HASKE_CYTHON_VERSION", f'"{Cython.__version__}"'),
-        ],
-        extra_compile_args=["-O3"] if unix else ["/O2"],
-    )
+    extensions = [
+        Extension(
+            f"haske._speedups.{name}",
+            [f"haske/_speedups/{name}.pyx"],
+            define_macros=[
+                ("HASKE_VERSION", f'"{VERSION}"'),
+                ("HASKE_CYTHON_VERSION", f'"{Cython.__version__}"'),
+            ],
+            extra_compile_args=["-O3"] if unix else ["/O2"],
+        )
+        for name in ("frames", "connection")
+    ]
     return cythonize(
-        [extension],
+        extensions,
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,
@@ -64,15 +71,21 @@ def cython_extensions() -> list[Extension]:
 
 def rust_extensions() -> list[object]:
     if requested_off("HASKE_BUILD_NO_RUST"):
-        note("skipping the Rust module (HASKE_BUILD_NO_RUST is set); handshake=python, broadcast=python")
+        note(
+            "skipping the Rust module (HASKE_BUILD_NO_RUST is set); handshake=python, broadcast=python"
+        )
         return []
     if shutil.which("cargo") is None:
-        note("skipping the Rust module (cargo was not found on PATH); handshake=python, broadcast=python")
+        note(
+            "skipping the Rust module (cargo was not found on PATH); handshake=python, broadcast=python"
+        )
         return []
     try:
         from setuptools_rust import Binding, RustExtension
     except ImportError:
-        note("skipping the Rust module (setuptools-rust is not installed); handshake=python, broadcast=python")
+        note(
+            "skipping the Rust module (setuptools-rust is not installed); handshake=python, broadcast=python"
+        )
         return []
     return [
         RustExtension(
@@ -94,13 +107,21 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler at all surfaces here
-            note(f"skipping the Cython frame codec (no working C compiler: {exc}); frames=python")
+            note(
+                f"skipping the Cython frame codec and connection (no working C compiler: {exc}); frames=python, connection=python"
+            )
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as exc:
-            note(f"skipping {ext.name} (the C compiler failed: {exc}); frames=python")
+            # The connection cimports the frame codec: without it, both fall back.
+            fallback = (
+                "frames=python, connection=python"
+                if ext.name.endswith(".frames")
+                else "connection=python"
+            )
+            note(f"skipping {ext.name} (the C compiler failed: {exc}); {fallback}")
 
 
 setup(

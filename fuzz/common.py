@@ -56,6 +56,8 @@ def instrumented() -> contextlib.AbstractContextManager[None]:
 
 def _native(component: str) -> tuple[str, ModuleType] | None:
     """The coverage build of a component, when it is built and its runtime is preloaded."""
+    if component not in NATIVE:
+        return None
     backend, name, path = NATIVE[component]
     if NATIVE_RUNTIME not in os.environ.get("LD_PRELOAD", "") or not path.exists():
         return None

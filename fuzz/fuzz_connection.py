@@ -1,14 +1,15 @@
-"""Fuzz the sans-I/O connection with random peer bytes and application calls, on every codec.
+"""Fuzz the sans-I/O connection with random peer bytes and application calls, on every backend.
 
 Usage: python fuzz/fuzz_connection.py [libFuzzer options] [corpus dir...]
 
-Every input runs twice on each backend: with ``defer_failure`` off, and on. Checked:
+Every input runs twice on each connection backend with each frames backend: with
+``defer_failure`` off, and on. Checked:
 ``receive_data`` never raises; events are only the documented kinds, none larger than
 ``max_message_size``, and a close event carries a code a peer may send (or 1005 for none) and
 ends the connection; the application calls (``send_*``, ``drop_oldest``, ``receive_eof``,
 ``fail``) raise only ``ValueError`` or ``ConnectionClosed``; everything the connection sends
 parses as frames of its side, with at most one close frame, last, whose code may be sent; and
-every frames backend gives the same events and sends the same frames.
+every pair of backends gives the same events and sends the same frames.
 
 With ``defer_failure`` an ``ERROR`` event is the last of its batch, carries 1002, 1007 or 1009
 and leaves the connection open; nothing more is read after it; the pending failure's ``fail()``
@@ -38,14 +39,20 @@ with common.instrumented():
         OP_TEXT,
         OPEN,
         VALID_CLOSE_CODES,
-        Connection,
         parse_close,
     )
     from haske.exceptions import ConnectionClosed, ProtocolError
 
-    BACKENDS = common.backends("frames")
+    CONNECTIONS = common.backends("connection")
+    FRAMES = common.backends("frames")
 
-REFERENCE = "python"
+#: Every connection backend on every frames backend, as ``connection/frames``.
+BACKENDS = {
+    f"{connection}/{frames}": (connection_module.Connection, frames_module)
+    for connection, connection_module in CONNECTIONS.items()
+    for frames, frames_module in FRAMES.items()
+}
+REFERENCE = "python/python"
 NO_STATUS = 1005
 PEER_CODES = VALID_CLOSE_CODES | {NO_STATUS}
 #: What a peer's protocol error fails the connection with.
@@ -59,8 +66,10 @@ MAX_CLOSE_REASON = 123
 class Run:
     """One connection driven through a case, recording what it did in a comparable form."""
 
-    def __init__(self, frames: ModuleType, case: formats.ConnectionCase, defer: bool) -> None:
-        self.conn = Connection(
+    def __init__(
+        self, connection_type: Any, frames: ModuleType, case: formats.ConnectionCase, defer: bool
+    ) -> None:
+        self.conn = connection_type(
             client=case.client,
             max_message_size=case.max_message_size,
             max_frame_size=case.max_frame_size,
@@ -79,7 +88,7 @@ class Run:
             frame_limit = min(frame_limit, case.max_frame_size)
         self.frame_limit = frame_limit
         # What the peer receives, decoded with the reference codec: masked when we are the client.
-        self.sent = BACKENDS[REFERENCE].FrameDecoder(
+        self.sent = FRAMES["python"].FrameDecoder(
             max_frame_size=2**63 - 1, require_mask=case.client
         )
         self.sent_close = False
@@ -231,7 +240,10 @@ class Run:
 
 def run_all(case: formats.ConnectionCase, *, defer: bool) -> list[Any]:
     """Run ``case`` on every backend; the reference log, once they all agree."""
-    runs = {name: Run(frames, case, defer) for name, frames in BACKENDS.items()}
+    runs = {
+        name: Run(connection_type, frames, case, defer)
+        for name, (connection_type, frames) in BACKENDS.items()
+    }
     for chunk in case.chunks:
         for run in runs.values():
             run.step(chunk)
@@ -252,5 +264,6 @@ def test_one_input(raw: bytes) -> None:
 
 
 if __name__ == "__main__":
-    print("frames backends:", common.describe(BACKENDS), flush=True)
+    print("connection backends:", common.describe(CONNECTIONS), flush=True)
+    print("frames backends:", common.describe(FRAMES), flush=True)
     common.main(test_one_input, sys.argv)

@@ -25,6 +25,7 @@ from haske._version import __version__
 #: component -> [(backend, module)] in order of preference.
 IMPLEMENTATIONS: dict[str, list[tuple[str, str]]] = {
     "frames": [("cython", "haske._speedups.frames"), ("python", "haske._pure.frames")],
+    "connection": [("cython", "haske._speedups.connection"), ("python", "haske._pure.connection")],
     "handshake": [("rust", "haske._rust"), ("python", "haske._pure.handshake")],
     "broadcast": [("rust", "haske._rust"), ("python", "haske._pure.manager")],
 }
@@ -129,6 +130,7 @@ def _choose(component: str) -> tuple[str, ModuleType]:
 _chosen: dict[str, tuple[str, ModuleType]] = {c: _choose(c) for c in IMPLEMENTATIONS}
 
 frames: ModuleType = _chosen["frames"][1]
+connection: ModuleType = _chosen["connection"][1]
 handshake: ModuleType = _chosen["handshake"][1]
 broadcast: ModuleType = _chosen["broadcast"][1]
 

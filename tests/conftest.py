@@ -48,6 +48,7 @@ def _backend_fixture(component: str) -> Callable[..., ModuleType]:
 
 
 frames_impl = _backend_fixture("frames")
+connection_impl = _backend_fixture("connection")
 handshake_impl = _backend_fixture("handshake")
 broadcast_impl = _backend_fixture("broadcast")
 

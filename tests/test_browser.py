@@ -97,7 +97,9 @@ def test_two_people_chat_and_the_dashboard_follows(serve: Any, new_page: Any) ->
     expect(dashboard.locator("#connections")).to_have_text("1", timeout=TIMEOUT_MS)
     expect(dashboard.locator("#no-rooms")).to_be_visible()
     components = dashboard.locator("#backends tr td:first-child")
-    expect(components).to_have_text(["frames", "handshake", "broadcast"], timeout=TIMEOUT_MS)
+    expect(components).to_have_text(
+        ["frames", "connection", "handshake", "broadcast"], timeout=TIMEOUT_MS
+    )
 
     ana, ben = new_page(), new_page()
     join(ana, server.http_url, "Ana")

@@ -1,12 +1,15 @@
-"""The sans-I/O connection against RFC 6455, section by section, on every frames backend."""
+"""The sans-I/O connection against RFC 6455, section by section: every connection backend on
+every frames backend."""
 
 from __future__ import annotations
 
+import itertools
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from haske import _backends
 from haske.connection import (
     CLOSED,
     CLOSING,
@@ -33,8 +36,13 @@ def frames(frames_impl: ModuleType) -> ModuleType:
 
 
 @pytest.fixture
-def conn(frames: ModuleType) -> Connection:
-    return Connection(frames=frames)
+def connection_type(connection_impl: ModuleType) -> type[Connection]:
+    return connection_impl.Connection  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def conn(frames: ModuleType, connection_type: type[Connection]) -> Connection:
+    return connection_type(frames=frames)
 
 
 def client(frames: ModuleType, opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
@@ -311,9 +319,11 @@ def test_rsv1_without_extension_fails_1002(conn: Connection, frames: ModuleType)
     assert failure_code(conn, events, frames) == 1002
 
 
-def test_client_side_masks_and_refuses_masked_frames(frames: ModuleType) -> None:
+def test_client_side_masks_and_refuses_masked_frames(
+    frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§5.1: a client masks every frame and fails on a masked frame from the server."""
-    conn = Connection(client=True, frames=frames)
+    conn = connection_type(client=True, frames=frames)
     conn.send_text("hi")
     decoder = frames.FrameDecoder(require_mask=True)
     decoder.feed(sent(conn))
@@ -416,8 +426,8 @@ def test_text_in_progress_after_our_close_is_not_checked(
 
 
 @pytest.fixture
-def deferring(frames: ModuleType) -> Connection:
-    return Connection(frames=frames, defer_failure=True)
+def deferring(frames: ModuleType, connection_type: type[Connection]) -> Connection:
+    return connection_type(frames=frames, defer_failure=True)
 
 
 def test_deferred_failure_reports_the_error_after_the_messages(
@@ -477,9 +487,11 @@ INVALID_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]
 
 
 @pytest.mark.parametrize("code", VALID_CODES)
-def test_valid_received_close_code_is_echoed(code: int, frames: ModuleType) -> None:
+def test_valid_received_close_code_is_echoed(
+    code: int, frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§7.4.1/7.4.2: defined and registered/private codes are accepted and echoed."""
-    conn = Connection(frames=frames)
+    conn = connection_type(frames=frames)
     assert conn.receive_data(client(frames, OP_CLOSE, close_payload(code))) == [
         (OP_CLOSE, (code, ""))
     ]
@@ -487,9 +499,11 @@ def test_valid_received_close_code_is_echoed(code: int, frames: ModuleType) -> N
 
 
 @pytest.mark.parametrize("code", INVALID_CODES)
-def test_invalid_received_close_code_fails_1002(code: int, frames: ModuleType) -> None:
+def test_invalid_received_close_code_fails_1002(
+    code: int, frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§7.4: reserved, local-only and undefined codes on the wire are protocol errors."""
-    conn = Connection(frames=frames)
+    conn = connection_type(frames=frames)
     events = conn.receive_data(client(frames, OP_CLOSE, close_payload(code)))
     assert failure_code(conn, events, frames) == 1002
 
@@ -533,34 +547,40 @@ def test_close_reason_limit(conn: Connection) -> None:
 # §10.4 Implementation-specific limits
 
 
-def test_oversized_frame_fails_1009_from_its_header(frames: ModuleType) -> None:
+def test_oversized_frame_fails_1009_from_its_header(
+    frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§10.4: a frame declaring more than the limit fails before its payload arrives."""
-    conn = Connection(max_message_size=1000, frames=frames)
+    conn = connection_type(max_message_size=1000, frames=frames)
     header = bytes((0x82, 0x80 | 126)) + (1001).to_bytes(2, "big") + KEY
     events = conn.receive_data(header)
     assert failure_code(conn, events, frames) == 1009
 
 
-def test_message_at_the_limit_passes(frames: ModuleType) -> None:
+def test_message_at_the_limit_passes(frames: ModuleType, connection_type: type[Connection]) -> None:
     """§10.4: the limit is inclusive."""
-    conn = Connection(max_message_size=1000, frames=frames)
+    conn = connection_type(max_message_size=1000, frames=frames)
     data = client(frames, OP_BINARY, b"x" * 600, fin=False) + client(
         frames, OP_CONTINUATION, b"y" * 400
     )
     assert conn.receive_data(data) == [(OP_BINARY, b"x" * 600 + b"y" * 400)]
 
 
-def test_fragmented_message_over_limit_fails_early(frames: ModuleType) -> None:
+def test_fragmented_message_over_limit_fails_early(
+    frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§10.4: the size is checked as fragments arrive, not when the message is complete."""
-    conn = Connection(max_message_size=1000, frames=frames)
+    conn = connection_type(max_message_size=1000, frames=frames)
     assert conn.receive_data(client(frames, OP_TEXT, b"x" * 600, fin=False)) == []
     events = conn.receive_data(client(frames, OP_CONTINUATION, b"y" * 401, fin=False))
     assert failure_code(conn, events, frames) == 1009
 
 
-def test_max_frame_size_is_passed_to_the_decoder(frames: ModuleType) -> None:
+def test_max_frame_size_is_passed_to_the_decoder(
+    frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§10.4: a frame limit below the message limit applies per frame."""
-    conn = Connection(max_message_size=1000, max_frame_size=100, frames=frames)
+    conn = connection_type(max_message_size=1000, max_frame_size=100, frames=frames)
     events = conn.receive_data(client(frames, OP_BINARY, b"x" * 101))
     assert failure_code(conn, events, frames) == 1009
 
@@ -615,9 +635,11 @@ def test_send_frame_refuses_rsv_bits(conn: Connection, frames: ModuleType) -> No
     assert conn.data_to_send() == []
 
 
-def test_failure_reason_is_cut_on_a_character_boundary(frames: ModuleType) -> None:
+def test_failure_reason_is_cut_on_a_character_boundary(
+    frames: ModuleType, connection_type: type[Connection]
+) -> None:
     """§5.5.1: the reason of the close frame we fail with stays valid UTF-8 within 123 bytes."""
-    conn = Connection(frames=frames)
+    conn = connection_type(frames=frames)
     conn.fail(1011, "é" * 100)
     decoder = frames.FrameDecoder(require_mask=False)
     decoder.feed(sent(conn))
@@ -641,3 +663,15 @@ def test_send_frame_with_a_bad_close_payload_is_a_usage_error(
     """§7.4: the application's own malformed close frame is a ValueError, not the peer's fault."""
     with pytest.raises(ValueError, match="invalid close frame"):
         conn.send_frame(frames.Frame(frames.OP_CLOSE, payload))
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), list(itertools.combinations(_backends.available("connection"), 2))
+)
+def test_the_twins_have_the_same_public_names(first: str, second: str) -> None:
+    def public(cls: type) -> list[str]:
+        return sorted(name for name in dir(cls) if not name.startswith("_"))
+
+    one = _backends.load("connection", first).Connection
+    other = _backends.load("connection", second).Connection
+    assert public(one) == public(other)

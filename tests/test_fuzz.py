@@ -6,7 +6,8 @@
 - The handshake twins agree field by field from request bytes to response bytes, and raise only
   ``HandshakeError`` (parsing) or ``ValueError`` (building).
 - The sans-I/O connection never raises on peer bytes, reports and sends only valid close codes,
-  sends only valid server frames and behaves the same on every frames backend; with
+  sends only valid server frames and behaves the same on every connection backend with every
+  frames backend; with
   ``defer_failure``, failing at the ``ERROR`` event gives the same events and bytes as without.
 """
 
@@ -28,12 +29,15 @@ from haske.connection import (
     OP_CLOSE,
     OP_TEXT,
     VALID_CLOSE_CODES,
-    Connection,
     parse_close,
 )
 from haske.exceptions import HandshakeError, ProtocolError
 
 FRAMES = {name: _backends.load("frames", name) for name in _backends.available("frames")}
+CONNECTIONS = {
+    name: _backends.load("connection", name).Connection
+    for name in _backends.available("connection")
+}
 HANDSHAKES = {name: _backends.load("handshake", name) for name in _backends.available("handshake")}
 PURE_FRAMES = FRAMES["python"]
 KEY = b"\x37\xfa\x21\x3d"
@@ -229,6 +233,7 @@ def test_handshake_twins_agree(data: bytes) -> None:
 
 
 def connection_log(
+    connection_type: Any,
     frames: ModuleType,
     chunks: list[bytes],
     frame_mode: bool,
@@ -240,7 +245,9 @@ def connection_log(
     With ``defer_failure`` the connection is failed at the ``ERROR`` event, logged as the close
     event it stands for.
     """
-    conn = Connection(frames=frames, max_message_size=max_message_size, defer_failure=defer_failure)
+    conn = connection_type(
+        frames=frames, max_message_size=max_message_size, defer_failure=defer_failure
+    )
     conn.frame_mode = frame_mode
     log: list[Any] = []
     for chunk in chunks:
@@ -278,7 +285,10 @@ def test_connection_never_raises_and_closes_validly(
     stream: bytes, points: list[int], frame_mode: bool, max_message_size: int
 ) -> None:
     chunks = cut(stream, points)
-    expected = connection_log(PURE_FRAMES, chunks, frame_mode, max_message_size)
-    for frames in FRAMES.values():
-        assert connection_log(frames, chunks, frame_mode, max_message_size) == expected
-        assert connection_log(frames, chunks, frame_mode, max_message_size, True) == expected
+    pure = CONNECTIONS["python"]
+    expected = connection_log(pure, PURE_FRAMES, chunks, frame_mode, max_message_size)
+    for connection_type, frames in itertools.product(CONNECTIONS.values(), FRAMES.values()):
+        log = connection_log(connection_type, frames, chunks, frame_mode, max_message_size)
+        assert log == expected
+        log = connection_log(connection_type, frames, chunks, frame_mode, max_message_size, True)
+        assert log == expected

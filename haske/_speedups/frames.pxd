@@ -72,3 +72,7 @@ cdef class FrameDecoder:
     cdef void _release_buffer(self) noexcept
     cdef int _fail(self, Py_ssize_t status, uint8_t head, uint64_t length) except -1
     cdef int _raise_failure(self) except -1
+
+
+cdef bytes _encode(int opcode, const uint8_t* payload, Py_ssize_t length, bint fin, bint rsv1,
+                   object mask)
