@@ -1,7 +1,7 @@
 """Build Haske's optional compiled components.
 
-``pip install .`` builds the Cython frame codec and connection and the Rust module when the
-machine can. A missing toolchain, or ``HASKE_BUILD_NO_CYTHON=1`` / ``HASKE_BUILD_NO_RUST=1``,
+``pip install .`` builds the Cython extensions (frame codec, connection, protocol core) and the
+Rust module when the machine can. A missing toolchain, or ``HASKE_BUILD_NO_CYTHON=1`` / ``HASKE_BUILD_NO_RUST=1``,
 skips that component with one line saying why; Haske then uses its pure-Python twin.
 """
 
@@ -30,19 +30,20 @@ def requested_off(variable: str) -> bool:
     return os.environ.get(variable, "").strip().lower() not in ("", "0", "false", "no")
 
 
+#: The Cython extensions, each a component of the capability probe.
+CYTHON_COMPONENTS = ("frames", "connection", "protocol")
+CYTHON_FALLBACK = ", ".join(f"{name}=python" for name in CYTHON_COMPONENTS)
+
+
 def cython_extensions() -> list[Extension]:
     if requested_off("HASKE_BUILD_NO_CYTHON"):
-        note(
-            "skipping the Cython frame codec and connection (HASKE_BUILD_NO_CYTHON is set); frames=python, connection=python"
-        )
+        note(f"skipping the Cython extensions (HASKE_BUILD_NO_CYTHON is set); {CYTHON_FALLBACK}")
         return []
     try:
         import Cython
         from Cython.Build import cythonize
     except ImportError:
-        note(
-            "skipping the Cython frame codec and connection (Cython is not installed); frames=python, connection=python"
-        )
+        note(f"skipping the Cython extensions (Cython is not installed); {CYTHON_FALLBACK}")
         return []
     unix = sys.platform != "win32"
     extensions = [
@@ -55,7 +56,7 @@ def cython_extensions() -> list[Extension]:
             ],
             extra_compile_args=["-O3"] if unix else ["/O2"],
         )
-        for name in ("frames", "connection")
+        for name in CYTHON_COMPONENTS
     ]
     return cythonize(
         extensions,
@@ -108,18 +109,19 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # no compiler at all surfaces here
             note(
-                f"skipping the Cython frame codec and connection (no working C compiler: {exc}); frames=python, connection=python"
+                f"skipping the Cython extensions (no working C compiler: {exc}); {CYTHON_FALLBACK}"
             )
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as exc:
+            component = ext.name.rsplit(".", 1)[-1]
             # The connection cimports the frame codec: without it, both fall back.
             fallback = (
                 "frames=python, connection=python"
-                if ext.name.endswith(".frames")
-                else "connection=python"
+                if component == "frames"
+                else f"{component}=python"
             )
             note(f"skipping {ext.name} (the C compiler failed: {exc}); {fallback}")
 

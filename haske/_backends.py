@@ -26,6 +26,7 @@ from haske._version import __version__
 IMPLEMENTATIONS: dict[str, list[tuple[str, str]]] = {
     "frames": [("cython", "haske._speedups.frames"), ("python", "haske._pure.frames")],
     "connection": [("cython", "haske._speedups.connection"), ("python", "haske._pure.connection")],
+    "protocol": [("cython", "haske._speedups.protocol"), ("python", "haske._pure.protocol")],
     "handshake": [("rust", "haske._rust"), ("python", "haske._pure.handshake")],
     "broadcast": [("rust", "haske._rust"), ("python", "haske._pure.manager")],
 }
@@ -131,6 +132,7 @@ _chosen: dict[str, tuple[str, ModuleType]] = {c: _choose(c) for c in IMPLEMENTAT
 
 frames: ModuleType = _chosen["frames"][1]
 connection: ModuleType = _chosen["connection"][1]
+protocol: ModuleType = _chosen["protocol"][1]
 handshake: ModuleType = _chosen["handshake"][1]
 broadcast: ModuleType = _chosen["broadcast"][1]
 

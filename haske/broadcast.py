@@ -168,8 +168,8 @@ class Outbox:
             return True
         self._written += 1
         self._done += 1  # sent, moved to the task, or failed: nothing is left queued
-        sending = self._send(item[0]).__await__()
         try:
+            sending = self._send(item[0]).__await__()
             waiting = sending.send(None)
         except StopIteration:
             return True

@@ -5,6 +5,9 @@
 
 The asyncio glue around :class:`haske.connection.Connection`: it checks the upgrade with the
 handshake backend, runs the ASGI app, and moves bytes between the transport and the connection.
+What every message goes through (``data_received``, ASGI ``receive`` and ``send``, the flush)
+is the ``ProtocolCore`` base class that the capability probe chose (:mod:`haske._pure.protocol`
+or its compiled twin).
 
 Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
 frames, pongs) leaves in a single ``transport.write``. One send is not: the first after a message
@@ -41,8 +44,19 @@ from starlette.websockets import WebSocketDisconnect
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornH11Protocol
 
-from haske import limits
+from haske import _backends, limits
 from haske._backends import handshake
+from haske._pure.protocol import (
+    ACCEPTED,
+    CONNECTING,
+    DONE,
+    HEAD,
+    PAUSE_FAILED,
+    PAUSE_HANDSHAKE,
+    PAUSE_QUEUE,
+    PAUSE_WRITE,
+    RESPONDING,
+)
 from haske.connection import (
     ERROR,
     FRAME,
@@ -54,19 +68,6 @@ from haske.connection import (
     Connection,
 )
 from haske.exceptions import ConnectionClosed, HandshakeError
-
-# Where the connection is. The close handshake itself is tracked by Connection.state.
-_HEAD = 0  # waiting for the request head
-_CONNECTING = 1  # the app decides: accept, close or an HTTP response
-_OPEN = 2  # accepted: frames flow
-_RESPONDING = 3  # an HTTP denial response is being sent
-_DONE = 4  # rejected, or the transport is gone
-
-# Why reading is paused (bit flags: reading resumes when none is left).
-_PAUSE_HANDSHAKE = 1  # bytes that arrive before the app accepts wait in the kernel
-_PAUSE_QUEUE = 2  # the app is ws_max_queue messages behind
-_PAUSE_WRITE = 4  # the peer does not read what we send
-_PAUSE_FAILED = 8  # the peer broke the protocol: nothing more is read
 
 # Transports that write what they are given, as is, to the socket they own (uvloop's and
 # asyncio's); a frame sent to that socket directly while their buffer is empty stays in order.
@@ -192,7 +193,7 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     return flusher
 
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(_backends.protocol.ProtocolCore, asyncio.Protocol):  # type: ignore[misc]
     """An uvicorn WebSocket protocol; the instance is also ``scope["extensions"]["haske.websocket"]``.
 
     As the scope extension it offers frame-level access and writes of pre-encoded frames:
@@ -228,38 +229,26 @@ class WebSocketProtocol(asyncio.Protocol):
     #: Default ``outbound_limit`` in bytes.
     default_outbound_limit = limits.OUTBOUND_LIMIT
 
-    # Every per-connection attribute is a slot: with more than 30 attributes, an instance
-    # dictionary would cost about 1.6 KiB per connection.
+    # Every per-connection attribute is a slot (those every message touches are the core's):
+    # with more than 30 attributes, an instance dictionary would cost about 1.6 KiB per
+    # connection.
     __slots__ = (
         "_accept_key",
-        "_active",
         "_close_timer",
-        "_conn",
         "_counted",
-        "_dirty",
-        "_disconnect",
         "_drain_waiters",
         "_early",
         "_fail_timer",
-        "_failure",
-        "_flusher",
         "_frame_waiter",
         "_frames",
         "_head",
         "_idle_timer",
-        "_inbox",
-        "_outlet",
         "_outlet_seen",
-        "_paused",
         "_ping_timer",
         "_pings",
         "_pong_timer",
         "_quiet_since",
-        "_reply",
         "_response",
-        "_state",
-        "_waiter",
-        "_write_paused",
         "app",
         "app_state",
         "client",
@@ -268,8 +257,6 @@ class WebSocketProtocol(asyncio.Protocol):
         "connections",
         "default_headers",
         "logger",
-        "loop",
-        "max_queue",
         "max_size",
         "outbound_limit",
         "ping_interval",
@@ -280,7 +267,6 @@ class WebSocketProtocol(asyncio.Protocol):
         "server",
         "server_state",
         "tasks",
-        "transport",
     )  # fmt: skip
 
     def __init__(
@@ -321,7 +307,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.scheme = "ws"
 
-        self._state = _HEAD
+        self._state = HEAD
         self._head = b""
         self._early = b""
         self._accept_key = ""
@@ -377,34 +363,6 @@ class WebSocketProtocol(asyncio.Protocol):
         self.client = cast("tuple[str, int] | None", _address(transport, "peername"))
         self.scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
 
-    def data_received(self, data: bytes) -> None:
-        """Feed frames to the connection and hand complete messages to the app."""
-        if self._state != _OPEN:
-            self._data_before_open(data)
-            return
-        inbox = self._inbox
-        for kind, value in self._conn.receive_data(data):
-            if kind == OP_TEXT:
-                inbox.append({"type": "websocket.receive", "text": value})
-            elif kind == OP_BINARY:
-                inbox.append({"type": "websocket.receive", "bytes": value})
-            else:
-                self._event(kind, value)
-        if inbox:
-            self._active = True
-            waiter = self._waiter
-            if waiter is not None:
-                self._waiter = None
-                if not waiter.done():
-                    # It waits only while the inbox is empty: the first message is its own.
-                    waiter.set_result(inbox.pop(0))
-                    self._reply = True
-            if len(inbox) >= self.max_queue:
-                self._pause_reading(_PAUSE_QUEUE)
-        if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
-            self._dirty = True
-            self._flusher.add(self)
-
     def eof_received(self) -> bool | None:
         """Let the transport close; ``connection_lost`` reports it."""
         return None
@@ -416,14 +374,14 @@ class WebSocketProtocol(asyncio.Protocol):
             self._counted = False
             _open_connections[self.server_state] -= 1
         previous = self._state
-        self._state = _DONE
+        self._state = DONE
         if self._outlet is not None:
             self._outlet.direct = False
         conn = self._conn
         conn.receive_eof()
         conn.data_to_send()
         self._stop_timers()
-        if previous != _HEAD:
+        if previous != HEAD:
             self._deliver_disconnect(conn.close_code, conn.close_reason)
         pings = self._pings
         if pings:
@@ -442,20 +400,20 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._outlet is not None:
             self._outlet.direct = False
         if self._conn.state == OPEN:
-            self._pause_reading(_PAUSE_WRITE)
+            self._pause_reading(PAUSE_WRITE)
 
     def resume_writing(self) -> None:
         """The transport drained: write what was queued and let senders go on."""
         self._write_paused = False
         self._flush()
         self._release_drain_waiters()
-        self._resume_reading(_PAUSE_WRITE)
+        self._resume_reading(PAUSE_WRITE)
 
     def shutdown(self) -> None:
         """uvicorn is stopping: close with 1012 (Service Restart)."""
-        if self._state == _OPEN and self._conn.state == OPEN:
+        if self._state == ACCEPTED and self._conn.state == OPEN:
             self._close(1012, "server shutting down")
-        elif self._state in (_HEAD, _CONNECTING):
+        elif self._state in (HEAD, CONNECTING):
             self._reject(503, "Service Unavailable")
         elif self._close_timer is None:
             self._close_transport()
@@ -463,12 +421,12 @@ class WebSocketProtocol(asyncio.Protocol):
     # The opening handshake
 
     def _data_before_open(self, data: bytes) -> None:
-        if self._state == _HEAD:
+        if self._state == HEAD:
             self._request_head(data)
-        elif self._state == _CONNECTING:
+        elif self._state == CONNECTING:
             # The peer should wait for our response; keep what it sent early for after it.
             self._early += data
-            self._pause_reading(_PAUSE_HANDSHAKE)
+            self._pause_reading(PAUSE_HANDSHAKE)
 
     def _request_head(self, data: bytes) -> None:
         self._head += data
@@ -518,7 +476,7 @@ class WebSocketProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
             "extensions": {"websocket.http.response": _NO_OPTIONS, "haske.websocket": self},
         }
-        self._state = _CONNECTING
+        self._state = CONNECTING
         self._inbox.append({"type": "websocket.connect"})
         self._start_app()
 
@@ -529,7 +487,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _respond(
         self, status: int, reason: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> None:
-        self._state = _DONE
+        self._state = DONE
         if not self.transport.is_closing():
             self.transport.write(handshake.build_rejection(status, reason, headers, body))
             self.transport.close()
@@ -566,36 +524,21 @@ class WebSocketProtocol(asyncio.Protocol):
             result = task.result()
             if result is not None:
                 self.logger.error("ASGI callable should return None, but returned '%s'.", result)
-        if self._state == _CONNECTING:
+        if self._state == CONNECTING:
             self.logger.error("ASGI callable returned without completing handshake.")
             self._reject(500, "Internal Server Error")
-        elif self._state == _OPEN and self._conn.state == OPEN:
+        elif self._state == ACCEPTED and self._conn.state == OPEN:
             self._close(1000, "")
         elif self._close_timer is None:
             self._close_transport()
 
     def _app_failed(self) -> None:
-        if self._state == _CONNECTING:
+        if self._state == CONNECTING:
             self._reject(500, "Internal Server Error")
-        elif self._state == _OPEN and self._conn.state == OPEN:
+        elif self._state == ACCEPTED and self._conn.state == OPEN:
             self._close(1011, "internal error")
         elif self._close_timer is None:
             self._close_transport()
-
-    async def receive(self) -> dict[str, Any]:
-        """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
-        inbox = self._inbox
-        if inbox:
-            message = inbox.pop(0)
-            if self._paused & _PAUSE_QUEUE:
-                self._resume_reading_queue()
-            return message
-        waiter = self._waiter
-        if (waiter is None or waiter.done()) and self._failure is None and self._disconnect is None:
-            # _next_message, inlined for the usual wait.
-            waiter = self._waiter = self.loop.create_future()
-            return await waiter
-        return await self._next_message()
 
     def _next_message(self) -> Awaitable[dict[str, Any]]:
         """What ``receive`` returns, as a future when it can be: awaiting it directly saves a
@@ -606,7 +549,7 @@ class WebSocketProtocol(asyncio.Protocol):
         future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
         if inbox:
             future.set_result(inbox.pop(0))
-            if self._paused & _PAUSE_QUEUE:
+            if self._paused & PAUSE_QUEUE:
                 self._resume_reading_queue()
         elif self._disconnect is not None:
             future.set_result(self._disconnect)
@@ -622,45 +565,6 @@ class WebSocketProtocol(asyncio.Protocol):
         await asyncio.wait((waiter,))
         return await self._next_message()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """ASGI ``send``; returns at once unless the transport is over its high-water mark."""
-        kind = message["type"]
-        if self._state == _OPEN:
-            if kind == "websocket.send":
-                self._active = True
-                text = message.get("text")
-                if text is not None:
-                    self._conn.send_text(text)
-                else:
-                    data = message.get("bytes")
-                    if data is None:
-                        raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
-                    self._conn.send_binary(data)
-                if not self._dirty:
-                    if self._reply and not self._write_paused:
-                        self._reply = False
-                        self._flush()
-                    else:
-                        self._dirty = True  # _schedule_flush, inlined
-                        self._flusher.add(self)
-                if self._write_paused:
-                    await self._drain()
-            elif kind == "websocket.close":
-                if self._conn.state == OPEN:
-                    self._close(message.get("code") or 1000, message.get("reason") or "")
-            else:
-                raise RuntimeError(
-                    f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}."
-                )
-        elif self._state == _CONNECTING:
-            self._send_before_accept(kind, message)
-        elif self._state == _RESPONDING:
-            self._send_response_body(kind, message)
-        else:
-            conn = self._conn
-            if kind != "websocket.close":
-                raise ConnectionClosed(conn.close_code, conn.close_reason or None)
-
     def _send_before_accept(self, kind: str, message: dict[str, Any]) -> None:
         if kind == "websocket.accept":
             headers = [*self.default_headers, *_headers(message)]
@@ -669,7 +573,7 @@ class WebSocketProtocol(asyncio.Protocol):
             )
             self._accept_key = ""
             self._log_response("[accepted]")
-            self._state = _OPEN
+            self._state = ACCEPTED
             self.transport.write(response)
             self._start_keepalive()
             if self.idle_timeout:
@@ -679,7 +583,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if early:
                 self._early = b""
                 self.data_received(early)
-            self._resume_reading(_PAUSE_HANDSHAKE)
+            self._resume_reading(PAUSE_HANDSHAKE)
         elif kind == "websocket.close":
             self._log_response("403")
             self._deliver_disconnect(1006, "")
@@ -689,7 +593,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if not 200 <= status < 600:
                 raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
             self._log_response(str(status))
-            self._state = _RESPONDING
+            self._state = RESPONDING
             self._response = (status, _headers(message), [])
         else:
             raise RuntimeError(
@@ -731,7 +635,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     waiter.set_result(None)
                     self._flusher.move_back(self.loop)  # as in data_received
             if len(frames) + len(self._inbox) >= self.max_queue:
-                self._pause_reading(_PAUSE_QUEUE)
+                self._pause_reading(PAUSE_QUEUE)
         elif kind == OP_PONG:
             self._pong_received(value)
         elif kind == OP_CLOSE:
@@ -750,7 +654,7 @@ class WebSocketProtocol(asyncio.Protocol):
         frame); it gets ``close_timeout`` seconds to take them.
         """
         self._failure = failure
-        self._pause_reading(_PAUSE_FAILED)
+        self._pause_reading(PAUSE_FAILED)
         self._stop_keepalive()
         if self._inbox or self._frames or not self._app_waiting():
             self._fail_timer = self.loop.call_later(self.close_timeout, self._fail_now)
@@ -844,27 +748,11 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # Writing
 
-    def _flush(self, force: bool = False) -> None:
-        self._dirty = False
-        if self._write_paused and not force:
-            return  # resume_writing flushes; until then drop_oldest can still reach the frames
-        out = self._conn.data_to_send()
-        if out:
-            transport = self.transport
-            if transport.is_closing():
-                return
-            if len(out) == 1:
-                transport.write(out[0])
-            else:
-                transport.writelines(out)
-        if self._outlet is not None:
-            self._outlet.direct = self._outlet_ready()
-
     def _outlet_ready(self) -> bool:
         """Nothing waits to be written: a frame written now directly keeps the stream in order."""
         transport = self.transport
         return (
-            self._state == _OPEN
+            self._state == ACCEPTED
             and self._conn.state == OPEN
             and not self._dirty
             and not self._write_paused
@@ -903,7 +791,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _resume_reading_queue(self) -> None:
         """Read again once the app has taken half of the ``max_queue`` messages."""
         if len(self._inbox) + len(self._frames or ()) <= self.max_queue // 2:
-            self._resume_reading(_PAUSE_QUEUE)
+            self._resume_reading(PAUSE_QUEUE)
 
     def _resume_reading(self, reason: int) -> None:
         if self._paused & reason:
@@ -940,7 +828,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _keepalive_timeout(self) -> None:
         self._pong_timer = None
-        if self._paused & _PAUSE_QUEUE:
+        if self._paused & PAUSE_QUEUE:
             # We stopped reading, not the peer: its pong may be waiting unread.
             self._pong_timer = self.loop.call_later(self.ping_timeout or 0, self._keepalive_timeout)
             return
@@ -1013,12 +901,12 @@ class WebSocketProtocol(asyncio.Protocol):
     @property
     def closed(self) -> bool:
         """True once the closing handshake started, the transport is gone or it was rejected."""
-        return self._state == _DONE or self._conn.state != OPEN
+        return self._state == DONE or self._conn.state != OPEN
 
     @property
     def buffered_amount(self) -> int:
         """Outbound bytes not yet taken by the kernel."""
-        if self._state == _DONE:
+        if self._state == DONE:
             return self._conn.pending_bytes
         return self.transport.get_write_buffer_size() + self._conn.pending_bytes
 
@@ -1027,7 +915,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
         Frames larger than the limit are still taken while nothing is buffered, so that a big
         message is not refused forever."""
-        if self._state != _OPEN:
+        if self._state != ACCEPTED:
             self._check_writable()
         conn = self._conn
         buffered = self.transport.get_write_buffer_size() + conn.pending_bytes
@@ -1051,7 +939,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if (
                 type(transport).__name__ not in _SOCKET_TRANSPORTS
                 or transport.get_extra_info("sslcontext") is not None
-                or self._state != _OPEN
+                or self._state != ACCEPTED
             ):
                 return None
             sock = transport.get_extra_info("socket")
@@ -1096,7 +984,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 waiter = self._frame_waiter = self.loop.create_future()
             await waiter
         frame = frames.pop(0)
-        if self._paused & _PAUSE_QUEUE:
+        if self._paused & PAUSE_QUEUE:
             self._resume_reading_queue()
         return frame
 
@@ -1114,9 +1002,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._schedule_flush()
 
     def _check_writable(self) -> None:
-        if self._state == _OPEN and self._conn.state == OPEN:
+        if self._state == ACCEPTED and self._conn.state == OPEN:
             return
-        if self._state in (_HEAD, _CONNECTING):
+        if self._state in (HEAD, CONNECTING):
             raise RuntimeError("the WebSocket is not accepted yet")
         conn = self._conn
         raise ConnectionClosed(conn.close_code, conn.close_reason or None)

@@ -1,6 +1,7 @@
 """Smoke test of an installed Haske: expected backends, then one echo over Haske's protocol.
 
-Usage: python tests/smoke.py FRAMES CONNECTION HANDSHAKE BROADCAST   (e.g. cython cython rust rust)
+Usage: python tests/smoke.py FRAMES CONNECTION PROTOCOL HANDSHAKE BROADCAST
+       (e.g. cython cython cython rust rust)
 """
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ async def round_trip() -> str:
     return str(reply)
 
 
+COMPONENTS = ("frames", "connection", "protocol", "handshake", "broadcast")
+
+
 def main(expected: list[str]) -> None:
     chosen = haske.backends()
-    got = [chosen[c]["backend"] for c in ("frames", "connection", "handshake", "broadcast")]
+    got = [chosen[c]["backend"] for c in COMPONENTS]
     assert got == expected, f"backends {got}, expected {expected}"
     assert asyncio.run(round_trip()) == "ping"
     print(f"smoke test passed: haske {haske.__version__} from {haske.__file__}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:5])
+    main(sys.argv[1:])

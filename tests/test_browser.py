@@ -98,7 +98,7 @@ def test_two_people_chat_and_the_dashboard_follows(serve: Any, new_page: Any) ->
     expect(dashboard.locator("#no-rooms")).to_be_visible()
     components = dashboard.locator("#backends tr td:first-child")
     expect(components).to_have_text(
-        ["frames", "connection", "handshake", "broadcast"], timeout=TIMEOUT_MS
+        ["frames", "connection", "protocol", "handshake", "broadcast"], timeout=TIMEOUT_MS
     )
 
     ana, ben = new_page(), new_page()

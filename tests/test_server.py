@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
 
+from haske import _backends
 from haske._backends import frames
 from haske.connection import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from haske.exceptions import ConnectionClosed
@@ -645,3 +647,16 @@ async def test_extension_before_accept_and_after_close(serve: Callable[..., Any]
     async with client(f"{server.url}/ws") as ws:
         await ws.close(1000)
     assert await outcome(slot) == ["not accepted", True, 1000]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), list(itertools.combinations(_backends.available("protocol"), 2))
+)
+def test_the_protocol_core_twins_have_the_same_public_names(first: str, second: str) -> None:
+    def public(cls: type) -> list[str]:
+        return sorted(name for name in vars(cls) if not name.startswith("_"))
+
+    one = _backends.load("protocol", first).ProtocolCore
+    other = _backends.load("protocol", second).ProtocolCore
+    expected = ["data_received", "loop", "max_queue", "receive", "send", "transport"]
+    assert public(one) == public(other) == expected

@@ -1,0 +1,20 @@
+cdef class ProtocolCore:
+    cdef:
+        public bint _active
+        public object _conn
+        public bint _dirty
+        public object _disconnect
+        public object _failure
+        public object _flusher
+        public list _inbox
+        public object _outlet
+        public int _paused
+        public bint _reply
+        public int _state
+        public object _waiter
+        public bint _write_paused
+        public object loop
+        public Py_ssize_t max_queue
+        public object transport
+
+    cpdef _flush(self, bint force=*)

@@ -1,0 +1,165 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The per-message paths of Haske's uvicorn protocol, compiled: the twin of
+:mod:`haske._pure.protocol`.
+
+``receive`` and ``send`` are plain methods that return awaitables, not coroutines: awaiting the
+waiter future, or an object that is already done, costs no coroutine frame.
+"""
+
+from haske.exceptions import ConnectionClosed
+
+cdef extern from *:
+    """
+    #ifndef HASKE_VERSION
+    #define HASKE_VERSION "unknown"
+    #endif
+    #ifndef HASKE_CYTHON_VERSION
+    #define HASKE_CYTHON_VERSION "unknown"
+    #endif
+    """
+    const char* HASKE_VERSION
+    const char* HASKE_CYTHON_VERSION
+
+__version__ = HASKE_VERSION.decode("ascii")
+CYTHON_VERSION = HASKE_CYTHON_VERSION.decode("ascii")
+
+# The values of haske._pure.protocol and haske._pure.connection.
+cdef enum:
+    OP_TEXT = 1
+    OP_BINARY = 2
+    OPEN = 1
+    CONNECTING = 1
+    ACCEPTED = 2
+    RESPONDING = 3
+    PAUSE_QUEUE = 2
+
+
+cdef class _Done:
+    """An awaitable that is already done, with None: what ``send`` usually returns."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, value=None, traceback=None):
+        raise typ if value is None else value
+
+    def close(self):
+        pass
+
+
+cdef _Done _DONE = _Done()
+
+
+cdef class ProtocolCore:
+    """The state every message touches, and the methods that touch it."""
+
+    def data_received(self, data):
+        """Feed frames to the connection and hand complete messages to the app."""
+        cdef list inbox
+        cdef int kind
+        if self._state != ACCEPTED:
+            self._data_before_open(data)
+            return
+        inbox = self._inbox
+        for kind, value in self._conn.receive_data(data):
+            if kind == OP_TEXT:
+                inbox.append({"type": "websocket.receive", "text": value})
+            elif kind == OP_BINARY:
+                inbox.append({"type": "websocket.receive", "bytes": value})
+            else:
+                self._event(kind, value)
+        if inbox:
+            self._active = True
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    # It waits only while the inbox is empty: the first message is its own.
+                    waiter.set_result(inbox.pop(0))
+                    self._reply = True
+            if len(inbox) >= self.max_queue:
+                self._pause_reading(PAUSE_QUEUE)
+        if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
+            self._dirty = True
+            self._flusher.add(self)
+
+    def receive(self):
+        """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
+        inbox = self._inbox
+        if inbox:
+            future = self.loop.create_future()
+            future.set_result(inbox.pop(0))
+            if self._paused & PAUSE_QUEUE:
+                self._resume_reading_queue()
+            return future
+        waiter = self._waiter
+        if (waiter is None or waiter.done()) and self._failure is None and self._disconnect is None:
+            # _next_message, inlined for the usual wait.
+            waiter = self._waiter = self.loop.create_future()
+            return waiter
+        return self._next_message()
+
+    def send(self, message):
+        """ASGI ``send``; returns at once unless the transport is over its high-water mark."""
+        kind = message["type"]
+        if self._state == ACCEPTED:
+            if kind == "websocket.send":
+                self._active = True
+                text = message.get("text")
+                if text is not None:
+                    self._conn.send_text(text)
+                else:
+                    data = message.get("bytes")
+                    if data is None:
+                        raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
+                    self._conn.send_binary(data)
+                if not self._dirty:
+                    if self._reply and not self._write_paused:
+                        self._reply = False
+                        self._flush()
+                    else:
+                        self._dirty = True  # _schedule_flush, inlined
+                        self._flusher.add(self)
+                if self._write_paused:
+                    return self._drain()
+            elif kind == "websocket.close":
+                if self._conn.state == OPEN:
+                    self._close(message.get("code") or 1000, message.get("reason") or "")
+            else:
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}."
+                )
+        elif self._state == CONNECTING:
+            self._send_before_accept(kind, message)
+        elif self._state == RESPONDING:
+            self._send_response_body(kind, message)
+        else:
+            conn = self._conn
+            if kind != "websocket.close":
+                raise ConnectionClosed(conn.close_code, conn.close_reason or None)
+        return _DONE
+
+    cpdef _flush(self, bint force=False):
+        self._dirty = False
+        if self._write_paused and not force:
+            return  # resume_writing flushes; until then drop_oldest can still reach the frames
+        out = self._conn.data_to_send()
+        if out:
+            transport = self.transport
+            if transport.is_closing():
+                return
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        if self._outlet is not None:
+            self._outlet.direct = self._outlet_ready()
