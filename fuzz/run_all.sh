@@ -34,7 +34,7 @@ for target in "${targets[@]}"; do
     nice -n 10 "$python" "fuzz_$target.py" -max_total_time="$seconds" -print_final_stats=1 \
         -artifact_prefix="crashes/$target-" "work/$target" "corpus/$target" >"$log" 2>&1
     status=$?
-    grep -E '^(frames|handshake) backends:|INFO: Loaded 1 modules' "$log"
+    grep -E '^(frames|connection|handshake) backends:|INFO: Loaded 1 modules' "$log"
     grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' "$log"
     grep -E '^stat::' "$log"
     echo "corpus: $(find "work/$target" -type f | wc -l) files"
