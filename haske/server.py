@@ -258,7 +258,6 @@ class WebSocketProtocol(_backends.protocol.ProtocolCore, asyncio.Protocol):  # t
         "default_headers",
         "logger",
         "max_size",
-        "outbound_limit",
         "ping_interval",
         "ping_timeout",
         "root_path",
@@ -748,19 +747,6 @@ class WebSocketProtocol(_backends.protocol.ProtocolCore, asyncio.Protocol):  # t
 
     # Writing
 
-    def _outlet_ready(self) -> bool:
-        """Nothing waits to be written: a frame written now directly keeps the stream in order."""
-        transport = self.transport
-        return (
-            self._state == ACCEPTED
-            and self._conn.state == OPEN
-            and not self._dirty
-            and not self._write_paused
-            and not self._conn.pending_bytes
-            and not transport.get_write_buffer_size()
-            and not transport.is_closing()
-        )
-
     def _schedule_flush(self) -> None:
         if not self._dirty:
             self._dirty = True
@@ -909,24 +895,6 @@ class WebSocketProtocol(_backends.protocol.ProtocolCore, asyncio.Protocol):  # t
         if self._state == DONE:
             return self._conn.pending_bytes
         return self.transport.get_write_buffer_size() + self._conn.pending_bytes
-
-    def write_frame(self, data: bytes) -> bool:
-        """Queue pre-encoded frames, or return False (taking nothing) past ``outbound_limit``.
-
-        Frames larger than the limit are still taken while nothing is buffered, so that a big
-        message is not refused forever."""
-        if self._state != ACCEPTED:
-            self._check_writable()
-        conn = self._conn
-        buffered = self.transport.get_write_buffer_size() + conn.pending_bytes
-        if buffered and buffered + len(data) > self.outbound_limit:
-            return False
-        self._active = True
-        conn.send_encoded(data)
-        if not self._dirty:  # _schedule_flush, inlined: this runs once per member per broadcast
-            self._dirty = True
-            self._flusher.add(self)
-        return True
 
     def outlet(self, outlet_type: Callable[[Any, int], Any]) -> Any:
         """This connection's outlet (made with ``outlet_type`` on first use), through which fan-out

@@ -658,5 +658,14 @@ def test_the_protocol_core_twins_have_the_same_public_names(first: str, second: 
 
     one = _backends.load("protocol", first).ProtocolCore
     other = _backends.load("protocol", second).ProtocolCore
-    expected = ["data_received", "loop", "max_queue", "receive", "send", "transport"]
+    expected = [
+        "data_received",
+        "loop",
+        "max_queue",
+        "outbound_limit",
+        "receive",
+        "send",
+        "transport",
+        "write_frame",
+    ]
     assert public(one) == public(other) == expected

@@ -50,6 +50,7 @@ class ProtocolCore(asyncio.Protocol):
         "_write_paused",
         "loop",
         "max_queue",
+        "outbound_limit",
         "transport",
     )
 
@@ -68,6 +69,8 @@ class ProtocolCore(asyncio.Protocol):
     _write_paused: bool
     loop: asyncio.AbstractEventLoop
     max_queue: int
+    #: ``write_frame`` refuses frames past this many buffered bytes.
+    outbound_limit: int
     transport: asyncio.Transport
 
     if TYPE_CHECKING:
@@ -81,7 +84,7 @@ class ProtocolCore(asyncio.Protocol):
         def _close(self, code: int, reason: str) -> None: ...
         def _send_before_accept(self, kind: str, message: dict[str, Any]) -> None: ...
         def _send_response_body(self, kind: str, message: dict[str, Any]) -> None: ...
-        def _outlet_ready(self) -> bool: ...
+        def _check_writable(self) -> None: ...
 
     def data_received(self, data: bytes) -> None:
         """Feed frames to the connection and hand complete messages to the app."""
@@ -180,3 +183,34 @@ class ProtocolCore(asyncio.Protocol):
                 transport.writelines(out)
         if self._outlet is not None:
             self._outlet.direct = self._outlet_ready()
+
+    def _outlet_ready(self) -> bool:
+        """Nothing waits to be written: a frame written now directly keeps the stream in order."""
+        transport = self.transport
+        return (
+            self._state == ACCEPTED
+            and self._conn.state == OPEN
+            and not self._dirty
+            and not self._write_paused
+            and not self._conn.pending_bytes
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        )
+
+    def write_frame(self, data: bytes) -> bool:
+        """Queue pre-encoded frames, or return False (taking nothing) past ``outbound_limit``.
+
+        Frames larger than the limit are still taken while nothing is buffered, so that a big
+        message is not refused forever."""
+        if self._state != ACCEPTED:
+            self._check_writable()
+        conn = self._conn
+        buffered = self.transport.get_write_buffer_size() + conn.pending_bytes
+        if buffered and buffered + len(data) > self.outbound_limit:
+            return False
+        self._active = True
+        conn.send_encoded(data)
+        if not self._dirty:  # _schedule_flush, inlined: this runs once per member per broadcast
+            self._dirty = True
+            self._flusher.add(self)
+        return True

@@ -15,6 +15,8 @@ cdef class ProtocolCore:
         public bint _write_paused
         public object loop
         public Py_ssize_t max_queue
+        public object outbound_limit
         public object transport
 
     cpdef _flush(self, bint force=*)
+    cpdef bint _outlet_ready(self) except -1

@@ -163,3 +163,34 @@ cdef class ProtocolCore:
                 transport.writelines(out)
         if self._outlet is not None:
             self._outlet.direct = self._outlet_ready()
+
+    cpdef bint _outlet_ready(self) except -1:
+        """Nothing waits to be written: a frame written now directly keeps the stream in order."""
+        transport = self.transport
+        return (
+            self._state == ACCEPTED
+            and self._conn.state == OPEN
+            and not self._dirty
+            and not self._write_paused
+            and not self._conn.pending_bytes
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        )
+
+    def write_frame(self, data):
+        """Queue pre-encoded frames, or return False (taking nothing) past ``outbound_limit``.
+
+        Frames larger than the limit are still taken while nothing is buffered, so that a big
+        message is not refused forever."""
+        if self._state != ACCEPTED:
+            self._check_writable()
+        conn = self._conn
+        buffered = self.transport.get_write_buffer_size() + conn.pending_bytes
+        if buffered and buffered + len(data) > self.outbound_limit:
+            return False
+        self._active = True
+        conn.send_encoded(data)
+        if not self._dirty:  # _schedule_flush, inlined: this runs once per member per broadcast
+            self._dirty = True
+            self._flusher.add(self)
+        return True
