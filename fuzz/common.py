@@ -37,6 +37,7 @@ SOURCES = {
     "frames": [
         ROOT / "haske" / "_speedups" / "frames.pyx",
         ROOT / "haske" / "_speedups" / "frames.pxd",
+        ROOT / "haske" / "_speedups" / "_build.pxd",
     ],
     "handshake": sorted((ROOT / "rust" / "src").glob("*.rs")),
 }

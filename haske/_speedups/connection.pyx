@@ -9,6 +9,7 @@ used through its Python API.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t
 
+from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
 from haske._speedups.frames cimport Frame, FrameDecoder, _encode
 
 from haske import _backends
@@ -23,18 +24,6 @@ from haske._pure.connection import (
     parse_close,
 )
 from haske.exceptions import ConnectionClosed, ProtocolError
-
-cdef extern from *:
-    """
-    #ifndef HASKE_VERSION
-    #define HASKE_VERSION "unknown"
-    #endif
-    #ifndef HASKE_CYTHON_VERSION
-    #define HASKE_CYTHON_VERSION "unknown"
-    #endif
-    """
-    const char* HASKE_VERSION
-    const char* HASKE_CYTHON_VERSION
 
 __version__ = HASKE_VERSION.decode("ascii")
 CYTHON_VERSION = HASKE_CYTHON_VERSION.decode("ascii")

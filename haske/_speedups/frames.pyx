@@ -20,22 +20,12 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy, memmove
 
+from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
+
 import os
 import sys
 
 from haske.exceptions import ProtocolError
-
-cdef extern from *:
-    """
-    #ifndef HASKE_VERSION
-    #define HASKE_VERSION "unknown"
-    #endif
-    #ifndef HASKE_CYTHON_VERSION
-    #define HASKE_CYTHON_VERSION "unknown"
-    #endif
-    """
-    const char* HASKE_VERSION
-    const char* HASKE_CYTHON_VERSION
 
 __version__ = HASKE_VERSION.decode("ascii")
 CYTHON_VERSION = HASKE_CYTHON_VERSION.decode("ascii")

@@ -6,19 +6,9 @@
 waiter future, or an object that is already done, costs no coroutine frame.
 """
 
-from haske.exceptions import ConnectionClosed
+from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
 
-cdef extern from *:
-    """
-    #ifndef HASKE_VERSION
-    #define HASKE_VERSION "unknown"
-    #endif
-    #ifndef HASKE_CYTHON_VERSION
-    #define HASKE_CYTHON_VERSION "unknown"
-    #endif
-    """
-    const char* HASKE_VERSION
-    const char* HASKE_CYTHON_VERSION
+from haske.exceptions import ConnectionClosed
 
 __version__ = HASKE_VERSION.decode("ascii")
 CYTHON_VERSION = HASKE_CYTHON_VERSION.decode("ascii")
