@@ -36,7 +36,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 import h11
@@ -60,14 +60,17 @@ from haske._pure.protocol import (
 from haske.connection import (
     ERROR,
     FRAME,
-    OP_BINARY,
     OP_CLOSE,
     OP_PONG,
-    OP_TEXT,
     OPEN,
     Connection,
 )
 from haske.exceptions import ConnectionClosed, HandshakeError
+
+if TYPE_CHECKING:
+    from haske._pure.protocol import ProtocolCore
+else:
+    ProtocolCore = _backends.protocol.ProtocolCore
 
 # Transports that write what they are given, as is, to the socket they own (uvloop's and
 # asyncio's); a frame sent to that socket directly while their buffer is empty stays in order.
@@ -193,7 +196,7 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     return flusher
 
 
-class WebSocketProtocol(_backends.protocol.ProtocolCore, asyncio.Protocol):  # type: ignore[misc]
+class WebSocketProtocol(ProtocolCore, asyncio.Protocol):
     """An uvicorn WebSocket protocol; the instance is also ``scope["extensions"]["haske.websocket"]``.
 
     As the scope extension it offers frame-level access and writes of pre-encoded frames:
