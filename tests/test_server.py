@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import pytest
 from clients import upgrade
 from conformance.app import echo
@@ -669,3 +670,34 @@ def test_the_protocol_core_twins_have_the_same_public_names(first: str, second: 
         "write_frame",
     ]
     assert public(one) == public(other) == expected
+
+
+async def test_receive_and_send_can_run_as_tasks(serve: Callable[..., Any]) -> None:
+    """Apps may hand ``receive()`` and ``send()`` to ``asyncio.create_task`` or to an anyio task
+    group, which take coroutines only, as they can with uvicorn's own protocols."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await asyncio.create_task(receive()))["type"] == "websocket.connect"
+        await asyncio.create_task(send({"type": "websocket.accept"}))
+        message = await asyncio.create_task(receive())
+        await asyncio.create_task(send({"type": "websocket.send", "text": message["text"] + "!"}))
+        async with anyio.create_task_group() as group:
+            group.start_soon(send, {"type": "websocket.send", "text": "from a task group"})
+        received: list[Any] = []
+
+        async def take() -> None:
+            received.append(await receive())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(receive)  # the second message, read and dropped
+        await take()
+        await send({"type": "websocket.send", "text": received[0]["text"]})
+
+    server = serve(app)
+    async with client(f"{server.url}/ws") as ws:
+        await ws.send("hi")
+        assert await recv(ws) == "hi!"
+        assert await recv(ws) == "from a task group"
+        await ws.send("dropped")
+        await ws.send("kept")
+        assert await recv(ws) == "kept"

@@ -2,8 +2,9 @@
 """The per-message paths of Haske's uvicorn protocol, compiled: the twin of
 :mod:`haske._pure.protocol`.
 
-``receive`` and ``send`` are plain methods that return awaitables, not coroutines: awaiting the
-waiter future, or an object that is already done, costs no coroutine frame.
+``receive`` and ``send`` are coroutines, as ASGI apps expect (they may hand them to
+``asyncio.create_task`` or an anyio task group); Cython's coroutines cost about what a plain
+method returning a future would.
 """
 
 from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
@@ -22,31 +23,6 @@ cdef enum:
     ACCEPTED = 2
     RESPONDING = 3
     PAUSE_QUEUE = 2
-
-
-cdef class _Done:
-    """An awaitable that is already done, with None: what ``send`` usually returns."""
-
-    def __await__(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise StopIteration
-
-    def send(self, value):
-        raise StopIteration
-
-    def throw(self, typ, value=None, traceback=None):
-        raise typ if value is None else value
-
-    def close(self):
-        pass
-
-
-cdef _Done _DONE = _Done()
 
 
 cdef class ProtocolCore:
@@ -82,23 +58,22 @@ cdef class ProtocolCore:
             self._dirty = True
             self._flusher.add(self)
 
-    def receive(self):
+    async def receive(self):
         """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
         inbox = self._inbox
         if inbox:
-            future = self.loop.create_future()
-            future.set_result(inbox.pop(0))
+            message = inbox.pop(0)
             if self._paused & PAUSE_QUEUE:
                 self._resume_reading_queue()
-            return future
+            return message
         waiter = self._waiter
         if (waiter is None or waiter.done()) and self._failure is None and self._disconnect is None:
             # _next_message, inlined for the usual wait.
             waiter = self._waiter = self.loop.create_future()
-            return waiter
-        return self._next_message()
+            return await waiter
+        return await self._next_message()
 
-    def send(self, message):
+    async def send(self, message):
         """ASGI ``send``; returns at once unless the transport is over its high-water mark."""
         kind = message["type"]
         if self._state == ACCEPTED:
@@ -120,7 +95,7 @@ cdef class ProtocolCore:
                         self._dirty = True  # _schedule_flush, inlined
                         self._flusher.add(self)
                 if self._write_paused:
-                    return self._drain()
+                    await self._drain()
             elif kind == "websocket.close":
                 if self._conn.state == OPEN:
                     self._close(message.get("code") or 1000, message.get("reason") or "")
@@ -136,7 +111,6 @@ cdef class ProtocolCore:
             conn = self._conn
             if kind != "websocket.close":
                 raise ConnectionClosed(conn.close_code, conn.close_reason or None)
-        return _DONE
 
     cpdef _flush(self, bint force=False):
         self._dirty = False
