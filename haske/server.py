@@ -5,9 +5,9 @@
 
 The asyncio glue around :class:`haske.connection.Connection`: it checks the upgrade with the
 handshake backend, runs the ASGI app, and moves bytes between the transport and the connection.
-What every message goes through (``data_received``, ASGI ``receive`` and ``send``, the flush)
-is the ``ProtocolCore`` base class that the capability probe chose (:mod:`haske._pure.protocol`
-or its compiled twin).
+What every message goes through (``data_received``, ASGI ``receive`` and ``send``,
+``write_frame``, the flush) is the ``ProtocolCore`` base class that the capability probe chose
+(:mod:`haske._pure.protocol` or its compiled twin).
 
 Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
 frames, pongs) leaves in a single ``transport.write``. One send is not: the first after a message

@@ -357,34 +357,14 @@ class Connection:
         """Queue a text message."""
         if self.state != OPEN:
             raise self._closed_error()
-        payload = text.encode()
-        if len(payload) < LARGE_PAYLOAD and self._mask is None:
-            frame = self._encode(OP_TEXT, payload)
-            out = self._out  # _queue, inlined: this runs for every message
-            if out is None:
-                self._out = [frame]
-            else:
-                out.append(frame)
-            self.pending_bytes += len(frame)
-        else:
-            self._send_data(OP_TEXT, payload)
+        self._send_data(OP_TEXT, text.encode())
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         """Queue a binary message."""
         if self.state != OPEN:
             raise self._closed_error()
         # A mutable buffer could change before it is written.
-        payload = data if type(data) is bytes else bytes(data)
-        if len(payload) < LARGE_PAYLOAD and self._mask is None:
-            frame = self._encode(OP_BINARY, payload)
-            out = self._out  # _queue, inlined
-            if out is None:
-                self._out = [frame]
-            else:
-                out.append(frame)
-            self.pending_bytes += len(frame)
-        else:
-            self._send_data(OP_BINARY, payload)
+        self._send_data(OP_BINARY, data if type(data) is bytes else bytes(data))
 
     def _send_data(self, opcode: int, payload: bytes, fin: bool = True) -> None:
         if len(payload) < LARGE_PAYLOAD or self._mask:

@@ -35,7 +35,6 @@ cdef class Connection:
     cdef int _check_partial(self) except -1
     cdef int _control_frame(self, int opcode, bytes payload, list events) except -1
     cdef int _fail(self, int code, str reason, list events) except -1
-    cdef int _send_message(self, int opcode, bytes payload) except -1
     cdef int _send_data(self, int opcode, bytes payload, bint fin) except -1
     cdef int _send_control(self, int opcode, object payload) except -1
     cdef int _queue(self, object data) except -1

@@ -13,6 +13,7 @@ from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
 from haske._speedups.frames cimport Frame, FrameDecoder, _encode
 
 from haske import _backends
+from haske._pure import connection as _twin
 from haske._pure.connection import (
     ABNORMAL_CLOSURE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -43,6 +44,17 @@ cdef enum:
     LARGE_PAYLOAD = 16 * 1024
     MAX_CONTROL_PAYLOAD = 125
     MAX_CLOSE_REASON = 123
+
+if (
+    OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FRAME, ERROR,
+    OPEN, CLOSING, CLOSED, LARGE_PAYLOAD, MAX_CONTROL_PAYLOAD, MAX_CLOSE_REASON,
+) != (
+    _twin.OP_CONTINUATION, _twin.OP_TEXT, _twin.OP_BINARY, _twin.OP_CLOSE, _twin.OP_PING,
+    _twin.OP_PONG, _twin.FRAME, _twin.ERROR, _twin.OPEN, _twin.CLOSING, _twin.CLOSED,
+    _twin.LARGE_PAYLOAD, _twin._MAX_CONTROL_PAYLOAD, _twin._MAX_CLOSE_REASON,
+):
+    raise ImportError("haske._speedups.connection disagrees with haske._pure.connection on "
+                      "its constants: rebuild it")
 
 
 cdef class Connection:
@@ -243,31 +255,22 @@ cdef class Connection:
         """Queue a text message."""
         if self.state != OPEN:
             raise self._closed_error()
-        self._send_message(OP_TEXT, text.encode())
+        self._send_data(OP_TEXT, text.encode(), True)
 
     def send_binary(self, data):
         """Queue a binary message."""
         if self.state != OPEN:
             raise self._closed_error()
         # A mutable buffer could change before it is written.
-        self._send_message(OP_BINARY, data if type(data) is bytes else bytes(data))
-
-    cdef int _send_message(self, int opcode, bytes payload) except -1:
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-        cdef bytes frame
-        if size < LARGE_PAYLOAD and self._mask is None:
-            if self._fast is not None:
-                frame = _encode(opcode, <const uint8_t*>PyBytes_AS_STRING(payload), size,
-                                True, False, None)
-            else:
-                frame = self._encode(opcode, payload)
-            self._queue(frame)
-        else:
-            self._send_data(opcode, payload, True)
-        return 0
+        self._send_data(OP_BINARY, data if type(data) is bytes else bytes(data), True)
 
     cdef int _send_data(self, int opcode, bytes payload, bint fin) except -1:
-        if len(payload) < LARGE_PAYLOAD or self._mask:
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        if size < LARGE_PAYLOAD and self._mask is None and self._fast is not None:
+            # The Cython codec's encoder, called directly: this runs for every message.
+            self._queue(_encode(opcode, <const uint8_t*>PyBytes_AS_STRING(payload), size, fin,
+                                False, None))
+        elif size < LARGE_PAYLOAD or self._mask:
             self._queue(self._encode(opcode, payload, fin=fin, mask=self._mask))
         else:
             # The payload goes out as it is, after a header of its own.

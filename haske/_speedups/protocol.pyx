@@ -9,6 +9,8 @@ method returning a future would.
 
 from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
 
+from haske._pure import connection as _connection
+from haske._pure import protocol as _twin
 from haske.exceptions import ConnectionClosed
 
 __version__ = HASKE_VERSION.decode("ascii")
@@ -23,6 +25,13 @@ cdef enum:
     ACCEPTED = 2
     RESPONDING = 3
     PAUSE_QUEUE = 2
+
+if (OP_TEXT, OP_BINARY, OPEN, CONNECTING, ACCEPTED, RESPONDING, PAUSE_QUEUE) != (
+    _connection.OP_TEXT, _connection.OP_BINARY, _connection.OPEN, _twin.CONNECTING,
+    _twin.ACCEPTED, _twin.RESPONDING, _twin.PAUSE_QUEUE,
+):
+    raise ImportError("haske._speedups.protocol disagrees with haske._pure.protocol on its "
+                      "constants: rebuild it")
 
 
 cdef class ProtocolCore:
