@@ -9,7 +9,9 @@ What every message goes through (``data_received``, ASGI ``receive`` and ``send`
 ``write_frame``, the flush) is the ``ProtocolCore`` base class that the capability probe chose
 (:mod:`haske._pure.protocol` or its compiled twin).
 
-Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
+A message that finds the app waiting in ``receive`` steps the app's task from ``data_received``
+itself, in the task's own context, rather than on the loop's next turn (unless a task is
+running there, or something else waits on the same ``receive``). Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
 frames, pongs) leaves in a single ``transport.write``. One send is not: the first after a message
 reached a waiting ``receive``, most likely its answer, is written at once when nothing is queued
 ahead of it, which spares each request-response exchange a callback. While the transport is over

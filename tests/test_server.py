@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -701,3 +702,100 @@ async def test_receive_and_send_can_run_as_tasks(serve: Callable[..., Any]) -> N
         await ws.send("dropped")
         await ws.send("kept")
         assert await recv(ws) == "kept"
+
+
+class MarkingProtocol(WebSocketProtocol):
+    """Tells whether its ``data_received`` is running."""
+
+    feeding = False
+
+    def data_received(self, data: bytes) -> None:
+        self.feeding = True
+        try:
+            super().data_received(data)
+        finally:
+            self.feeding = False
+
+
+async def test_a_waiting_app_runs_in_the_callback_that_brings_its_message(
+    serve: Callable[..., Any],
+) -> None:
+    """The message's arrival steps the app's task at once, as that task, in its own context."""
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where")
+
+    async def endpoint(websocket: WebSocket) -> None:
+        where.set("app")
+        await websocket.accept()
+        task = asyncio.current_task()
+        protocol = websocket.scope["extensions"]["haske.websocket"]
+        for _ in range(2):
+            text = await websocket.receive_text()
+            seen = {
+                "text": text,
+                "feeding": protocol.feeding,
+                "same_task": asyncio.current_task() is task,
+                "where": where.get(),
+            }
+            where.set(text)
+            await websocket.send_json(seen)
+
+    server = serve(app_of(endpoint), ws=MarkingProtocol)
+    async with client(f"{server.url}/ws") as ws:
+        await ws.send("a")
+        assert json.loads(await recv(ws)) == {
+            "text": "a",
+            "feeding": True,
+            "same_task": True,
+            "where": "app",
+        }
+        await ws.send("b")
+        assert json.loads(await recv(ws)) == {
+            "text": "b",
+            "feeding": True,
+            "same_task": True,
+            "where": "a",
+        }
+
+
+class TaskFedProtocol(WebSocketProtocol):
+    """Is fed its bytes from inside a task, where no other task may be stepped."""
+
+    def data_received(self, data: bytes) -> None:
+        self.loop.create_task(self._feed(data))
+
+    async def _feed(self, data: bytes) -> None:
+        super().data_received(data)
+
+
+async def test_messages_fed_from_inside_a_task_are_delivered_on_the_next_turn(
+    serve: Callable[..., Any],
+) -> None:
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            await websocket.send_text(await websocket.receive_text() + "!")
+
+    server = serve(app_of(endpoint), ws=TaskFedProtocol)
+    async with client(f"{server.url}/ws") as ws:
+        for text in ("a", "b", "c"):
+            await ws.send(text)
+            assert await recv(ws) == text + "!"
+
+
+async def test_two_waiting_receives_take_the_messages_in_turn(serve: Callable[..., Any]) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        first = asyncio.create_task(receive())
+        await asyncio.sleep(0)
+        second = asyncio.create_task(receive())
+        await send({"type": "websocket.send", "text": "ready"})
+        texts = [(await first)["text"], (await second)["text"]]
+        await send({"type": "websocket.send", "text": " ".join(texts)})
+
+    server = serve(app)
+    async with client(f"{server.url}/ws") as ws:
+        assert await recv(ws) == "ready"
+        await ws.send("one")
+        await ws.send("two")
+        assert await recv(ws) == "one two"

@@ -31,6 +31,29 @@ PAUSE_WRITE = 4  # the peer does not read what we send
 PAUSE_FAILED = 8  # the peer broke the protocol: nothing more is read
 
 
+def _hand_over(
+    waiter: asyncio.Future[dict[str, Any]],
+    message: dict[str, Any],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Resolve the app's pending ``receive`` with ``message`` and step the waiting task now.
+
+    Resolving a future only schedules its task for the loop's next turn; stepping the task from
+    the callback that brought its message saves that turn, about a tenth of the server's CPU
+    time per message in an echo. It is done only when the task's wake-up is the future's one
+    callback and no task is running (``data_received`` is then a plain loop callback, as
+    transports call it); otherwise the future resolves as usual.
+    """
+    callbacks = getattr(waiter, "_callbacks", None)
+    if callbacks and len(callbacks) == 1 and asyncio.current_task(loop) is None:
+        wake, context = callbacks[0]
+        waiter.remove_done_callback(wake)
+        waiter.set_result(message)
+        context.run(wake, waiter)
+    else:
+        waiter.set_result(message)
+
+
 class ProtocolCore(asyncio.Protocol):
     """The state every message touches, and the methods that touch it."""
 
@@ -104,12 +127,16 @@ class ProtocolCore(asyncio.Protocol):
             waiter = self._waiter
             if waiter is not None:
                 self._waiter = None
-                if not waiter.done():
+                if waiter.done():
+                    waiter = None
+                else:
                     # It waits only while the inbox is empty: the first message is its own.
-                    waiter.set_result(inbox.pop(0))
-                    self._reply = True
+                    message = inbox.pop(0)
             if len(inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
+            if waiter is not None:
+                self._reply = True
+                _hand_over(waiter, message, self.loop)
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)

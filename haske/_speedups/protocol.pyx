@@ -9,6 +9,8 @@ method returning a future would.
 
 from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
 
+from asyncio import current_task
+
 from haske._pure import connection as _connection
 from haske._pure import protocol as _twin
 from haske.exceptions import ConnectionClosed
@@ -34,6 +36,18 @@ if (OP_TEXT, OP_BINARY, OPEN, CONNECTING, ACCEPTED, RESPONDING, PAUSE_QUEUE) != 
                       "constants: rebuild it")
 
 
+cdef inline _hand_over(waiter, message, loop):
+    """Resolve the app's pending ``receive`` and step the waiting task now: see the twin."""
+    callbacks = getattr(waiter, "_callbacks", None)
+    if callbacks and len(callbacks) == 1 and current_task(loop) is None:
+        wake, context = callbacks[0]
+        waiter.remove_done_callback(wake)
+        waiter.set_result(message)
+        context.run(wake, waiter)
+    else:
+        waiter.set_result(message)
+
+
 cdef class ProtocolCore:
     """The state every message touches, and the methods that touch it."""
 
@@ -57,12 +71,16 @@ cdef class ProtocolCore:
             waiter = self._waiter
             if waiter is not None:
                 self._waiter = None
-                if not waiter.done():
+                if waiter.done():
+                    waiter = None
+                else:
                     # It waits only while the inbox is empty: the first message is its own.
-                    waiter.set_result(inbox.pop(0))
-                    self._reply = True
+                    message = inbox.pop(0)
             if len(inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
+            if waiter is not None:
+                self._reply = True
+                _hand_over(waiter, message, self.loop)
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
