@@ -9,15 +9,14 @@ What every message goes through (``data_received``, ASGI ``receive`` and ``send`
 ``write_frame``, the flush) is the ``ProtocolCore`` base class that the capability probe chose
 (:mod:`haske._pure.protocol` or its compiled twin).
 
-A message that finds the app waiting in ``receive`` steps the app's task from ``data_received``
-itself, in the task's own context, rather than on the loop's next turn (unless a task is
-running there, or something else waits on the same ``receive``). Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
-frames, pongs) leaves in a single ``transport.write``. One send is not: the first after a message
-reached a waiting ``receive``, most likely its answer, is written at once when nothing is queued
-ahead of it, which spares each request-response exchange a callback. While the transport is over
-its high-water mark, frames wait in the connection's queue, where
-:meth:`WebSocketProtocol.drop_oldest` can still discard them, and reading stops so that a peer
-that does not read cannot make us buffer replies without bound.
+Outgoing frames are corked: whatever is sent during one event-loop turn (ASGI sends, broadcast
+frames, pongs) leaves in a single ``transport.write``. A message that finds the app waiting in
+``receive`` steps the app's task from ``data_received`` itself, in the task's own context,
+rather than on the loop's next turn (unless a task is running there, or something else waits on
+the same ``receive``); what the app sends before it waits again is written, in one piece, as
+soon as it does. While the transport is over its high-water mark, frames wait in the
+connection's queue, where :meth:`WebSocketProtocol.drop_oldest` can still discard them, and
+reading stops so that a peer that does not read cannot make us buffer replies without bound.
 
 Per-message deflate is never negotiated: an offer is declined by leaving it out of the response.
 
@@ -336,9 +335,6 @@ class WebSocketProtocol(ProtocolCore, asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._flusher = _flusher(self.loop)
         self._dirty = False  # queued in self._flusher for this turn's flush
-        # A message went to a waiting receive: the next send, its likely answer, is written
-        # at once instead of at the end of the turn.
-        self._reply = False
         # Broadcast frames written straight to the socket while nothing is queued (see outlet()).
         self._outlet: Any = None
         self._outlet_seen = 0
@@ -637,7 +633,7 @@ class WebSocketProtocol(ProtocolCore, asyncio.Protocol):
                 self._frame_waiter = None
                 if not waiter.done():
                     waiter.set_result(None)
-                    self._flusher.move_back(self.loop)  # as in data_received
+                    self._flusher.move_back(self.loop)  # its answer leaves in this turn
             if len(frames) + len(self._inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
         elif kind == OP_PONG:

@@ -67,7 +67,6 @@ class ProtocolCore(asyncio.Protocol):
         "_inbox",
         "_outlet",
         "_paused",
-        "_reply",
         "_state",
         "_waiter",
         "_write_paused",
@@ -86,7 +85,6 @@ class ProtocolCore(asyncio.Protocol):
     _inbox: list[dict[str, Any]]
     _outlet: Any
     _paused: int
-    _reply: bool
     _state: int
     _waiter: asyncio.Future[dict[str, Any]] | None
     _write_paused: bool
@@ -135,8 +133,16 @@ class ProtocolCore(asyncio.Protocol):
             if len(inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
             if waiter is not None:
-                self._reply = True
-                _hand_over(waiter, message, self.loop)
+                if self._dirty:  # a flush is queued for this turn: the answer joins it
+                    _hand_over(waiter, message, self.loop)
+                else:
+                    # What the app sends before it waits again leaves in one write, right after.
+                    self._dirty = True
+                    outlet = self._outlet
+                    if outlet is not None:
+                        outlet.direct = False  # nothing may be written past the answer
+                    _hand_over(waiter, message, self.loop)
+                    self._flush()
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
@@ -170,13 +176,9 @@ class ProtocolCore(asyncio.Protocol):
                     if data is None:
                         raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
                     self._conn.send_binary(data)
-                if not self._dirty:
-                    if self._reply and not self._write_paused:
-                        self._reply = False
-                        self._flush()
-                    else:
-                        self._dirty = True  # _schedule_flush, inlined
-                        self._flusher.add(self)
+                if not self._dirty:  # _schedule_flush, inlined
+                    self._dirty = True
+                    self._flusher.add(self)
                 if self._write_paused:
                     await self._drain()
             elif kind == "websocket.close":

@@ -9,7 +9,6 @@ cdef class ProtocolCore:
         public list _inbox
         public object _outlet
         public int _paused
-        public bint _reply
         public int _state
         public object _waiter
         public bint _write_paused
