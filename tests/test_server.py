@@ -785,6 +785,34 @@ async def test_messages_fed_from_inside_a_task_are_delivered_on_the_next_turn(
             assert await recv(ws) == text + "!"
 
 
+class TaskContextFedProtocol(WebSocketProtocol):
+    """Is fed its bytes from inside the waiting task's own context, which cannot be entered
+    twice: stepping the task from there is refused."""
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        callbacks = waiter._callbacks if waiter is not None else None  # type: ignore[attr-defined]
+        if callbacks:
+            callbacks[0][1].run(super().data_received, data)
+        else:
+            super().data_received(data)
+
+
+async def test_messages_fed_from_inside_the_tasks_context_are_delivered_on_the_next_turn(
+    serve: Callable[..., Any],
+) -> None:
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            await websocket.send_text(await websocket.receive_text() + "!")
+
+    server = serve(app_of(endpoint), ws=TaskContextFedProtocol)
+    async with client(f"{server.url}/ws") as ws:
+        for text in ("a", "b", "c"):
+            await ws.send(text)
+            assert await recv(ws) == text + "!"
+
+
 async def test_two_waiting_receives_take_the_messages_in_turn(serve: Callable[..., Any]) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()

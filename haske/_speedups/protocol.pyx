@@ -43,7 +43,11 @@ cdef inline _hand_over(waiter, message, loop):
         wake, context = callbacks[0]
         waiter.remove_done_callback(wake)
         waiter.set_result(message)
-        context.run(wake, waiter)
+        try:
+            context.run(wake, waiter)
+        except RuntimeError:
+            # Refused before the step: the task's context is in use. Wake it as usual.
+            loop.call_soon(wake, waiter, context=context)
     else:
         waiter.set_result(message)
 
@@ -87,8 +91,10 @@ cdef class ProtocolCore:
                     outlet = self._outlet
                     if outlet is not None:
                         outlet.direct = False  # nothing may be written past the answer
-                    _hand_over(waiter, message, self.loop)
-                    self._flush()
+                    try:
+                        _hand_over(waiter, message, self.loop)
+                    finally:
+                        self._flush()
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
