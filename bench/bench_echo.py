@@ -79,7 +79,12 @@ async def measure(port: int, size: int, seconds: float) -> float:
         count = await client.start(seconds)
         return count / (time.perf_counter() - started)
     finally:
-        transport.disconnect()
+        # A close handshake rather than a dropped connection, which some servers log as an error.
+        transport.send_close(picows.WSCloseCode.OK)
+        try:
+            await asyncio.wait_for(transport.wait_disconnected(), 2)
+        except asyncio.TimeoutError:
+            transport.disconnect()
 
 
 def main() -> None:
