@@ -760,6 +760,12 @@ async def test_a_waiting_app_runs_in_the_callback_that_brings_its_message(
         }
 
 
+async def exclaim(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        await websocket.send_text(await websocket.receive_text() + "!")
+
+
 class TaskFedProtocol(WebSocketProtocol):
     """Is fed its bytes from inside a task, where no other task may be stepped."""
 
@@ -773,12 +779,7 @@ class TaskFedProtocol(WebSocketProtocol):
 async def test_messages_fed_from_inside_a_task_are_delivered_on_the_next_turn(
     serve: Callable[..., Any],
 ) -> None:
-    async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        while True:
-            await websocket.send_text(await websocket.receive_text() + "!")
-
-    server = serve(app_of(endpoint), ws=TaskFedProtocol)
+    server = serve(app_of(exclaim), ws=TaskFedProtocol)
     async with client(f"{server.url}/ws") as ws:
         for text in ("a", "b", "c"):
             await ws.send(text)
@@ -801,12 +802,7 @@ class TaskContextFedProtocol(WebSocketProtocol):
 async def test_messages_fed_from_inside_the_tasks_context_are_delivered_on_the_next_turn(
     serve: Callable[..., Any],
 ) -> None:
-    async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        while True:
-            await websocket.send_text(await websocket.receive_text() + "!")
-
-    server = serve(app_of(endpoint), ws=TaskContextFedProtocol)
+    server = serve(app_of(exclaim), ws=TaskContextFedProtocol)
     async with client(f"{server.url}/ws") as ws:
         for text in ("a", "b", "c"):
             await ws.send(text)

@@ -42,7 +42,8 @@ def _hand_over(
     the callback that brought its message saves that turn, about a tenth of the server's CPU
     time per message in an echo. It is done only when the task's wake-up is the future's one
     callback and no task is running (``data_received`` is then a plain loop callback, as
-    transports call it); otherwise the future resolves as usual.
+    transports call it); otherwise the future resolves as usual. Where the task's own context
+    is in use, the step is refused before it starts, and the task is woken on the next turn.
     """
     callbacks = getattr(waiter, "_callbacks", None)
     if callbacks and len(callbacks) == 1 and asyncio.current_task(loop) is None:
