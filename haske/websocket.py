@@ -44,6 +44,10 @@ _connection_ids = itertools.count(1)
 
 _CONNECTED = WebSocketState.CONNECTED
 _RECEIVE = StarletteWebSocket.receive
+_SEND = StarletteWebSocket.send
+# The wrapper Starlette's exception handlers put around ``send``: it only notes whether an HTTP
+# response started.
+_EXCEPTION_SENDER = ("starlette._exception_handler", "wrapped_app.<locals>.sender")
 
 #: Tasks that must outlive the call that started them (asyncio keeps only weak references).
 _background: set[asyncio.Task[Any]] = set()
@@ -74,6 +78,29 @@ def _latin1(value: str | bytes) -> bytes:
     if isinstance(value, str):
         return value.encode("latin-1")
     raise TypeError(f"header names and values must be str or bytes, got {type(value).__name__}")
+
+
+def _protocol_send(websocket: StarletteWebSocket, protocol: Any) -> Any:
+    """``protocol.send`` when the socket's ASGI ``send`` reaches it through nothing but
+    Starlette's exception-handler wrappers; otherwise None (any other middleware that wraps
+    ``send`` must see every message)."""
+    if protocol is None or type(websocket).send is not _SEND:
+        return None
+    send: Any = websocket._send
+    for _ in range(8):
+        if getattr(send, "__self__", None) is protocol:
+            return send
+        module, qualname = _EXCEPTION_SENDER
+        code = getattr(send, "__code__", None)
+        if (
+            code is None
+            or getattr(send, "__module__", None) != module
+            or not send.__qualname__.endswith(qualname)
+            or "send" not in code.co_freevars
+        ):
+            return None
+        send = send.__closure__[code.co_freevars.index("send")].cell_contents
+    return None
 
 
 def _data(message: Message) -> str | bytes:
@@ -110,6 +137,7 @@ class WebSocket:
         "_close_reason",
         "_connection",
         "_finalizers",
+        "_protocol_send",
         "connection_id",
         "outbound",
         "user",
@@ -124,6 +152,9 @@ class WebSocket:
         self.connection_id = next(_connection_ids)
         extensions = websocket.scope.get("extensions") or {}
         self._connection: Any = extensions.get(EXTENSION)
+        self._protocol_send: Callable[[Message], Awaitable[None]] | None = _protocol_send(
+            websocket, self._connection
+        )
         self._broadcaster = broadcaster
         self._close_code: int | None = None
         self._close_reason = ""
@@ -390,55 +421,71 @@ class WebSocket:
     # -- sending ------------------------------------------------------------------------------
 
     async def _send_message(self, message: Message) -> None:
-        """Send an ASGI message, turning every "the peer is gone" failure into ConnectionClosed."""
+        """Send a ``websocket.send`` message, turning every "the peer is gone" failure into
+        :class:`ConnectionClosed`.
+
+        Where the app's ASGI ``send`` is Haske's protocol's behind nothing but Starlette's
+        exception handlers, the message goes to the protocol directly, which saves the five
+        coroutine frames of Starlette's path; Starlette's ``send`` would only have checked the
+        state that is checked here.
+        """
+        protocol_send = self._protocol_send
+        if (
+            protocol_send is not None
+            and self._close_code is None
+            and self.websocket.application_state is _CONNECTED
+        ):
+            try:
+                await protocol_send(message)
+            except WebSocketDisconnect as exc:
+                raise self._send_failure(exc) from None
+            return
         self._raise_if_closed()
         if not self.accepted:
             raise RuntimeError("call accept() before sending")
+        if self.outbound is not None:
+            # A direct send must not overtake broadcasts already queued for this connection.
+            await self.outbound.flush()
         try:
             await self.websocket.send(message)
-        except WebSocketDisconnect as exc:
-            if self._close_code is None:
-                self._close_code, self._close_reason = exc.code, exc.reason or ""
-            raise self._closed_error() from None
-        except (OSError, RuntimeError):
-            # Servers differ in what they raise after the connection went away.
-            if self._close_code is None:
-                self._close_code = 1006
-            raise self._closed_error() from None
+        except (WebSocketDisconnect, OSError, RuntimeError) as exc:
+            raise self._send_failure(exc) from None
 
-    async def _send_in_order(self, message: Message) -> None:
-        # A direct send must not overtake broadcasts already queued for this connection.
-        if self.outbound is not None:
-            await self.outbound.flush()
-        await self._send_message(message)
+    def _send_failure(self, exc: Exception) -> ConnectionClosed:
+        if self._close_code is None:
+            if isinstance(exc, WebSocketDisconnect):
+                self._close_code, self._close_reason = exc.code, exc.reason or ""
+            else:
+                self._close_code = 1006  # servers differ in what they raise once the peer is gone
+        return self._closed_error()
 
     async def send_text(self, data: str) -> None:
         """Send a text message."""
         if not isinstance(data, str):
             raise TypeError(f"send_text() takes a str, got {type(data).__name__}")
-        await self._send_in_order({"type": "websocket.send", "text": data})
+        await self._send_message({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_bytes() takes bytes, got {type(data).__name__}")
-        await self._send_in_order({"type": "websocket.send", "bytes": bytes(data)})
+        await self._send_message({"type": "websocket.send", "bytes": bytes(data)})
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send ``data`` as compact JSON, in a text message (or a binary one with mode="binary")."""
         if mode == "text":
-            await self._send_in_order({"type": "websocket.send", "text": _json.dumps(data)})
+            await self._send_message({"type": "websocket.send", "text": _json.dumps(data)})
         elif mode == "binary":
-            await self._send_in_order({"type": "websocket.send", "bytes": _json.dumps_bytes(data)})
+            await self._send_message({"type": "websocket.send", "bytes": _json.dumps_bytes(data)})
         else:
             raise ValueError(f'mode must be "text" or "binary", got {mode!r}')
 
     async def send(self, data: str | bytes | bytearray | memoryview) -> None:
         """Send ``str`` as a text message, bytes as a binary one."""
         if isinstance(data, str):
-            await self.send_text(data)
+            await self._send_message({"type": "websocket.send", "text": data})
         elif isinstance(data, (bytes, bytearray, memoryview)):
-            await self.send_bytes(data)
+            await self._send_message({"type": "websocket.send", "bytes": bytes(data)})
         else:
             raise TypeError(
                 f"send() takes str or bytes, got {type(data).__name__}; use send_json() for objects"

@@ -403,6 +403,51 @@ async def test_sending_after_the_client_went_away_raises_connection_closed(
     assert exc.code == (1000 if ws_impl == "haske" else 1006)
 
 
+class ExclaimingMiddleware:
+    """Wraps ``send``: every text message the app sends gets a "!"."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def exclaiming_send(message: Any) -> None:
+            if message["type"] == "websocket.send" and message.get("text") is not None:
+                message = {**message, "text": message["text"] + "!"}
+            await send(message)
+
+        await self.app(scope, receive, exclaiming_send)
+
+
+@pytest.mark.parametrize("ws_impl", ["haske", "websockets-sansio", "hypercorn"])
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_sends_go_to_haskes_protocol_directly_unless_middleware_wraps_send(
+    serve: Any, ws_impl: str, wrapped: bool
+) -> None:
+    """On Haske's protocol, with nothing but Starlette around ``send``, the wrapper hands its
+    messages to the protocol itself; a middleware that wraps ``send`` still sees every one."""
+    results: queue.Queue[Any] = queue.Queue()
+    app = Haske()
+
+    @app.websocket("/direct")
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        results.put(ws._protocol_send is not None)
+        async for message in ws:
+            await ws.send(message)
+            await ws.send_text("text")
+            await ws.send_bytes(b"bytes")
+            await ws.send_json({"json": 1})
+
+    server = serve(ExclaimingMiddleware(app) if wrapped else app, ws=ws_impl)
+    async with websockets.connect(server.url + "/direct") as client:
+        await client.send("hi")
+        received = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(4)]
+    bang = "!" if wrapped else ""
+    assert received == [f"hi{bang}", f"text{bang}", b"bytes", f'{{"json":1}}{bang}']
+    direct = await asyncio.to_thread(results.get, timeout=TIMEOUT)
+    assert direct is (ws_impl == "haske" and not wrapped)
+
+
 async def test_ping_pong_and_frames_on_haskes_protocol(serve: Any) -> None:
     results: queue.Queue[Any] = queue.Queue()
     app = Haske()
