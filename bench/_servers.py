@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 UVICORN_WS = {
     "haske": "haske.server:WebSocketProtocol",
+    "haske-app": "haske.server:WebSocketProtocol",
     "uvicorn-websockets": "websockets",
     "uvicorn-websockets-sansio": "websockets-sansio",
     "uvicorn-wsproto": "wsproto",
@@ -46,11 +47,27 @@ def starlette_echo() -> Any:
     return Starlette(routes=[WebSocketRoute("/{path:path}", echo)])
 
 
+def haske_echo() -> Any:
+    """The same endpoint written with Haske's own route and socket wrapper (``haske-app``)."""
+    from haske import Haske
+    from haske.ws import WebSocket
+
+    app = Haske()
+
+    @app.websocket("/{path:path}")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
 def run_uvicorn(kind: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        starlette_echo(),
+        haske_echo() if kind == "haske-app" else starlette_echo(),
         host="127.0.0.1",
         port=port,
         ws=UVICORN_WS[kind],

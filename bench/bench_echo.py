@@ -6,6 +6,10 @@ hide the differences between servers. Every server runs for the whole benchmark;
 visit them in turn and each cell keeps its best round, so that load from other processes, which
 only ever slows a round down, is filtered out rather than pinned on one server.
 
+Every uvicorn server runs the same Starlette endpoint; ``haske-app`` runs the same echo written
+with Haske's own route and socket wrapper (``@app.websocket``, ``async for message in ws``), on
+Haske's protocol.
+
     python bench/bench_echo.py           # 64 B, 1 KiB, 64 KiB; 7 rounds of 0.5 s per cell
     python bench/bench_echo.py --quick   # 3 rounds of 0.3 s per cell
 """
