@@ -166,13 +166,6 @@ class _Flusher:
         if self.handle is None:
             self.handle = protocol.loop.call_soon(self.run)
 
-    def move_back(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Queue the flush behind the callbacks scheduled so far (an app task just woken up),
-        so that what they send leaves in the same turn rather than one turn later."""
-        if self.handle is not None:
-            self.handle.cancel()
-        self.handle = loop.call_soon(self.run)
-
     def run(self) -> None:
         self.handle = None
         dirty, self.dirty = self.dirty, []
@@ -628,14 +621,13 @@ class WebSocketProtocol(ProtocolCore, asyncio.Protocol):
             frames = self._frames
             assert frames is not None  # receive_frame made it before turning frame mode on
             frames.append(value)
+            if len(frames) + len(self._inbox) >= self.max_queue:
+                self._pause_reading(PAUSE_QUEUE)
             waiter = self._frame_waiter
             if waiter is not None:
                 self._frame_waiter = None
                 if not waiter.done():
-                    waiter.set_result(None)
-                    self._flusher.move_back(self.loop)  # its answer leaves in this turn
-            if len(frames) + len(self._inbox) >= self.max_queue:
-                self._pause_reading(PAUSE_QUEUE)
+                    self._wake(waiter, None)  # as data_received does for receive
         elif kind == OP_PONG:
             self._pong_received(value)
         elif kind == OP_CLOSE:

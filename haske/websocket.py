@@ -47,7 +47,8 @@ _RECEIVE = StarletteWebSocket.receive
 _SEND = StarletteWebSocket.send
 # The wrapper Starlette's exception handlers put around ``send``: it only notes whether an HTTP
 # response started.
-_EXCEPTION_SENDER = ("starlette._exception_handler", "wrapped_app.<locals>.sender")
+_SENDER_MODULE = "starlette._exception_handler"
+_SENDER_NAME = "wrapped_app.<locals>.sender"
 
 #: Tasks that must outlive the call that started them (asyncio keeps only weak references).
 _background: set[asyncio.Task[Any]] = set()
@@ -90,12 +91,11 @@ def _protocol_send(websocket: StarletteWebSocket, protocol: Any) -> Any:
     for _ in range(8):
         if getattr(send, "__self__", None) is protocol:
             return send
-        module, qualname = _EXCEPTION_SENDER
         code = getattr(send, "__code__", None)
         if (
             code is None
-            or getattr(send, "__module__", None) != module
-            or not send.__qualname__.endswith(qualname)
+            or getattr(send, "__module__", None) != _SENDER_MODULE
+            or not send.__qualname__.endswith(_SENDER_NAME)
             or "send" not in code.co_freevars
         ):
             return None
@@ -429,7 +429,7 @@ class WebSocket:
         coroutine frames of Starlette's path; Starlette's ``send`` would only have checked the
         state that is checked here.
         """
-        protocol_send = self._protocol_send
+        protocol_send = self._protocol_send  # only on Haske's protocol, where no outbox is used
         if (
             protocol_send is not None
             and self._close_code is None

@@ -760,6 +760,43 @@ async def test_a_waiting_app_runs_in_the_callback_that_brings_its_message(
         }
 
 
+async def test_a_task_waiting_for_a_frame_runs_in_the_callback_that_brings_it(
+    serve: Callable[..., Any],
+) -> None:
+    """Frame mode steps the waiting task the same way, and its answer leaves in one write."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        protocol = websocket.scope["extensions"]["haske.websocket"]
+        frame = await protocol.receive_frame()
+        feeding = protocol.feeding
+        before = protocol.transport.writes
+        await websocket.send_text("one")
+        await websocket.send_text("two")
+        await protocol.receive_frame()
+        written = protocol.transport.writes - before
+        await websocket.send_json(
+            {
+                "payload": bytes(frame.payload).decode(),
+                "feeding": feeding,
+                "written": written,
+                "inside": protocol.inside[-written:],
+            }
+        )
+
+    server = serve(app_of(endpoint), ws=CountingProtocol)
+    async with client(f"{server.url}/ws") as ws:
+        await ws.send("frame")
+        assert [await recv(ws) for _ in range(2)] == ["one", "two"]
+        await ws.send("next")
+        assert json.loads(await recv(ws)) == {
+            "payload": "frame",
+            "feeding": True,
+            "written": 1,
+            "inside": [True],
+        }
+
+
 async def exclaim(websocket: WebSocket) -> None:
     await websocket.accept()
     while True:
@@ -776,16 +813,6 @@ class TaskFedProtocol(WebSocketProtocol):
         super().data_received(data)
 
 
-async def test_messages_fed_from_inside_a_task_are_delivered_on_the_next_turn(
-    serve: Callable[..., Any],
-) -> None:
-    server = serve(app_of(exclaim), ws=TaskFedProtocol)
-    async with client(f"{server.url}/ws") as ws:
-        for text in ("a", "b", "c"):
-            await ws.send(text)
-            assert await recv(ws) == text + "!"
-
-
 class TaskContextFedProtocol(WebSocketProtocol):
     """Is fed its bytes from inside the waiting task's own context, which cannot be entered
     twice: stepping the task from there is refused."""
@@ -799,10 +826,13 @@ class TaskContextFedProtocol(WebSocketProtocol):
             super().data_received(data)
 
 
-async def test_messages_fed_from_inside_the_tasks_context_are_delivered_on_the_next_turn(
-    serve: Callable[..., Any],
+@pytest.mark.parametrize(
+    "protocol", [TaskFedProtocol, TaskContextFedProtocol], ids=["task", "tasks-context"]
+)
+async def test_messages_fed_where_the_task_cannot_be_stepped_arrive_on_the_next_turn(
+    serve: Callable[..., Any], protocol: type[WebSocketProtocol]
 ) -> None:
-    server = serve(app_of(exclaim), ws=TaskContextFedProtocol)
+    server = serve(app_of(exclaim), ws=protocol)
     async with client(f"{server.url}/ws") as ws:
         for text in ("a", "b", "c"):
             await ws.send(text)

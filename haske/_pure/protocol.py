@@ -31,12 +31,8 @@ PAUSE_WRITE = 4  # the peer does not read what we send
 PAUSE_FAILED = 8  # the peer broke the protocol: nothing more is read
 
 
-def _hand_over(
-    waiter: asyncio.Future[dict[str, Any]],
-    message: dict[str, Any],
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    """Resolve the app's pending ``receive`` with ``message`` and step the waiting task now.
+def _hand_over(waiter: asyncio.Future[Any], value: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Resolve the future the app's task waits on with ``value`` and step the task now.
 
     Resolving a future only schedules its task for the loop's next turn; stepping the task from
     the callback that brought its message saves that turn, about a tenth of the server's CPU
@@ -49,14 +45,14 @@ def _hand_over(
     if callbacks and len(callbacks) == 1 and asyncio.current_task(loop) is None:
         wake, context = callbacks[0]
         waiter.remove_done_callback(wake)
-        waiter.set_result(message)
+        waiter.set_result(value)
         try:
             context.run(wake, waiter)
         except RuntimeError:
             # Refused before the step: the task's context is in use. Wake it as usual.
             loop.call_soon(wake, waiter, context=context)
     else:
-        waiter.set_result(message)
+        waiter.set_result(value)
 
 
 class ProtocolCore(asyncio.Protocol):
@@ -138,18 +134,7 @@ class ProtocolCore(asyncio.Protocol):
             if len(inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
             if waiter is not None:
-                if self._dirty:  # a flush is queued for this turn: the answer joins it
-                    _hand_over(waiter, message, self.loop)
-                else:
-                    # What the app sends before it waits again leaves in one write, right after.
-                    self._dirty = True
-                    outlet = self._outlet
-                    if outlet is not None:
-                        outlet.direct = False  # nothing may be written past the answer
-                    try:
-                        _hand_over(waiter, message, self.loop)
-                    finally:
-                        self._flush()
+                self._wake(waiter, message)
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
@@ -203,6 +188,22 @@ class ProtocolCore(asyncio.Protocol):
             conn = self._conn
             if kind != "websocket.close":
                 raise ConnectionClosed(conn.close_code, conn.close_reason or None)
+
+    def _wake(self, waiter: asyncio.Future[Any], value: Any) -> None:
+        """Resolve the app's pending wait (``receive``, ``receive_frame``) with ``value`` and
+        step its task now (see :func:`_hand_over`); what it sends before it waits again leaves
+        in one write, right after."""
+        if self._dirty:  # a flush is queued for this turn: the answer joins it
+            _hand_over(waiter, value, self.loop)
+            return
+        self._dirty = True
+        outlet = self._outlet
+        if outlet is not None:
+            outlet.direct = False  # nothing may be written past the answer
+        try:
+            _hand_over(waiter, value, self.loop)
+        finally:
+            self._flush()
 
     def _flush(self, force: bool = False) -> None:
         self._dirty = False

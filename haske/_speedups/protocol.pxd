@@ -17,5 +17,6 @@ cdef class ProtocolCore:
         public object outbound_limit
         public object transport
 
+    cpdef _wake(self, waiter, value)
     cpdef _flush(self, bint force=*)
     cpdef bint _outlet_ready(self) except -1

@@ -36,20 +36,20 @@ if (OP_TEXT, OP_BINARY, OPEN, CONNECTING, ACCEPTED, RESPONDING, PAUSE_QUEUE) != 
                       "constants: rebuild it")
 
 
-cdef inline _hand_over(waiter, message, loop):
-    """Resolve the app's pending ``receive`` and step the waiting task now: see the twin."""
+cdef inline _hand_over(waiter, value, loop):
+    """Resolve the future the app's task waits on and step the task now: see the twin."""
     callbacks = getattr(waiter, "_callbacks", None)
     if callbacks and len(callbacks) == 1 and current_task(loop) is None:
         wake, context = callbacks[0]
         waiter.remove_done_callback(wake)
-        waiter.set_result(message)
+        waiter.set_result(value)
         try:
             context.run(wake, waiter)
         except RuntimeError:
             # Refused before the step: the task's context is in use. Wake it as usual.
             loop.call_soon(wake, waiter, context=context)
     else:
-        waiter.set_result(message)
+        waiter.set_result(value)
 
 
 cdef class ProtocolCore:
@@ -83,18 +83,7 @@ cdef class ProtocolCore:
             if len(inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
             if waiter is not None:
-                if self._dirty:  # a flush is queued for this turn: the answer joins it
-                    _hand_over(waiter, message, self.loop)
-                else:
-                    # What the app sends before it waits again leaves in one write, right after.
-                    self._dirty = True
-                    outlet = self._outlet
-                    if outlet is not None:
-                        outlet.direct = False  # nothing may be written past the answer
-                    try:
-                        _hand_over(waiter, message, self.loop)
-                    finally:
-                        self._flush()
+                self._wake(waiter, message)
         if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
@@ -148,6 +137,20 @@ cdef class ProtocolCore:
             conn = self._conn
             if kind != "websocket.close":
                 raise ConnectionClosed(conn.close_code, conn.close_reason or None)
+
+    cpdef _wake(self, waiter, value):
+        """Resolve the app's pending wait with ``value`` and step its task now: see the twin."""
+        if self._dirty:  # a flush is queued for this turn: the answer joins it
+            _hand_over(waiter, value, self.loop)
+            return
+        self._dirty = True
+        outlet = self._outlet
+        if outlet is not None:
+            outlet.direct = False  # nothing may be written past the answer
+        try:
+            _hand_over(waiter, value, self.loop)
+        finally:
+            self._flush()
 
     cpdef _flush(self, bint force=False):
         self._dirty = False
