@@ -421,13 +421,17 @@ async def test_a_direct_send_waits_behind_broadcasts_a_slow_client_has_not_taken
         await ws.accept()
         await ws.receive_text()
         (target,) = broadcaster.connections()
+        peak_queued = 0
         for seq in range(count):
             await broadcaster.broadcast(f'{{"seq":{seq},"pad":"{pad}"}}')
             if turns == "a turn each":
                 await asyncio.sleep(0)
-        queued = target.buffered_amount
+                # Sampled after the writer had its turn: what is left is what the client
+                # has not taken yet, wherever it waits (socket buffer or outbound queue).
+                peak_queued = max(peak_queued, target.buffered_amount)
+        peak_queued = max(peak_queued, target.buffered_amount)
         await target.send_text("direct")
-        await ws.send_json({"queued": queued, "stats": broadcaster.stats()})
+        await ws.send_json({"queued": peak_queued, "stats": broadcaster.stats()})
 
     server = serve(app, ws=ws_impl)
     slow = await RawClient.connect(server.port, "/sub/slow", rcvbuf=4096)
