@@ -1,6 +1,8 @@
+cimport cython
 from haske._speedups.frames cimport FrameDecoder
 
 
+@cython.final
 cdef class Connection:
     cdef:
         public bint client
@@ -28,6 +30,10 @@ cdef class Connection:
         bint _defer_failure
         bint _failed
 
+    cpdef list receive_data(self, data)
+    cpdef send_text(self, text)
+    cpdef send_binary(self, data)
+    cpdef list data_to_send(self)
     cdef int _frame(self, object frame, int opcode, bint fin, bytes payload,
                     list events) except -1
     cdef int _data_frame(self, object frame, int opcode, bint fin, bytes payload,

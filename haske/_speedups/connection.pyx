@@ -6,6 +6,7 @@ decoder and replies are encoded without a Python call in between; any other code
 used through its Python API.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t
 
@@ -57,6 +58,7 @@ if (
                       "its constants: rebuild it")
 
 
+@cython.final
 cdef class Connection:
     """An RFC 6455 connection after the opening handshake, as a pure state machine.
 
@@ -96,7 +98,7 @@ cdef class Connection:
 
     # Incoming data
 
-    def receive_data(self, data):
+    cpdef list receive_data(self, data):
         """Take bytes from the peer and return the events they complete."""
         cdef list events = []
         cdef FrameDecoder fast = self._fast
@@ -251,13 +253,13 @@ cdef class Connection:
 
     # Outgoing data
 
-    def send_text(self, text):
+    cpdef send_text(self, text):
         """Queue a text message."""
         if self.state != OPEN:
             raise self._closed_error()
         self._send_data(OP_TEXT, text.encode(), True)
 
-    def send_binary(self, data):
+    cpdef send_binary(self, data):
         """Queue a binary message."""
         if self.state != OPEN:
             raise self._closed_error()
@@ -375,7 +377,7 @@ cdef class Connection:
             return self.close_sent[1]
         return ""
 
-    def data_to_send(self):
+    cpdef list data_to_send(self):
         """Everything queued for the peer, in order; the queue is empty afterwards."""
         out = self._out
         if out is None:

@@ -1,7 +1,13 @@
+from haske._speedups.connection cimport Connection
+
+
 cdef class ProtocolCore:
     cdef:
         public bint _active
-        public object _conn
+        # The sans-I/O connection (the ``_conn`` property), and the same connection when it is
+        # the Cython one: its methods are then called without going through Python.
+        object _connection
+        Connection _compiled
         public bint _dirty
         public object _disconnect
         public object _failure

@@ -7,11 +7,13 @@
 method returning a future would.
 """
 
+from cpython.dict cimport PyDict_GetItem
+
 from haske._speedups._build cimport HASKE_CYTHON_VERSION, HASKE_VERSION
 
 from asyncio import current_task
 
-from haske._pure import connection as _connection
+from haske._pure import connection as _pure_connection
 from haske._pure import protocol as _twin
 from haske.exceptions import ConnectionClosed
 
@@ -29,17 +31,38 @@ cdef enum:
     PAUSE_QUEUE = 2
 
 if (OP_TEXT, OP_BINARY, OPEN, CONNECTING, ACCEPTED, RESPONDING, PAUSE_QUEUE) != (
-    _connection.OP_TEXT, _connection.OP_BINARY, _connection.OPEN, _twin.CONNECTING,
+    _pure_connection.OP_TEXT, _pure_connection.OP_BINARY, _pure_connection.OPEN, _twin.CONNECTING,
     _twin.ACCEPTED, _twin.RESPONDING, _twin.PAUSE_QUEUE,
 ):
     raise ImportError("haske._speedups.protocol disagrees with haske._pure.protocol on its "
                       "constants: rebuild it")
 
 
+# The running task of each loop, as asyncio's C module records it (Python 3.10 to 3.13): looked
+# up here without the Python-level call that asyncio.current_task() is before 3.12.
+try:
+    from _asyncio import _current_tasks as _running_tasks
+except ImportError:
+    _running_tasks = None
+
+
+cdef inline bint _task_running(loop) except -1:
+    if type(_running_tasks) is dict:
+        return PyDict_GetItem(<dict>_running_tasks, loop) is not NULL
+    return current_task(loop) is not None
+
+
+cdef inline object _pop_first(list items):
+    """``items.pop(0)``, without the method call Cython makes for it."""
+    first = items[0]
+    del items[0]
+    return first
+
+
 cdef inline _hand_over(waiter, value, loop):
     """Resolve the future the app's task waits on and step the task now: see the twin."""
     callbacks = getattr(waiter, "_callbacks", None)
-    if callbacks and len(callbacks) == 1 and current_task(loop) is None:
+    if callbacks and len(callbacks) == 1 and not _task_running(loop):
         wake, context = callbacks[0]
         waiter.remove_done_callback(wake)
         waiter.set_result(value)
@@ -55,15 +78,30 @@ cdef inline _hand_over(waiter, value, loop):
 cdef class ProtocolCore:
     """The state every message touches, and the methods that touch it."""
 
+    @property
+    def _conn(self):
+        return self._connection
+
+    @_conn.setter
+    def _conn(self, conn):
+        self._connection = conn
+        self._compiled = conn if type(conn) is Connection else None
+
     def data_received(self, data):
         """Feed frames to the connection and hand complete messages to the app."""
         cdef list inbox
         cdef int kind
+        cdef Connection compiled
         if self._state != ACCEPTED:
             self._data_before_open(data)
             return
         inbox = self._inbox
-        for kind, value in self._conn.receive_data(data):
+        compiled = self._compiled
+        if compiled is not None:
+            events = compiled.receive_data(data)
+        else:
+            events = self._connection.receive_data(data)
+        for kind, value in events:
             if kind == OP_TEXT:
                 inbox.append({"type": "websocket.receive", "text": value})
             elif kind == OP_BINARY:
@@ -79,12 +117,14 @@ cdef class ProtocolCore:
                     waiter = None
                 else:
                     # It waits only while the inbox is empty: the first message is its own.
-                    message = inbox.pop(0)
+                    message = _pop_first(inbox)
             if len(inbox) >= self.max_queue:
                 self._pause_reading(PAUSE_QUEUE)
             if waiter is not None:
                 self._wake(waiter, message)
-        if self._conn.pending_bytes and not self._dirty:  # _schedule_flush, inlined
+        if not self._dirty and (
+            compiled.pending_bytes if compiled is not None else self._connection.pending_bytes
+        ):  # _schedule_flush, inlined
             self._dirty = True
             self._flusher.add(self)
 
@@ -92,7 +132,7 @@ cdef class ProtocolCore:
         """ASGI ``receive``: the next message; after the disconnect, the disconnect again."""
         inbox = self._inbox
         if inbox:
-            message = inbox.pop(0)
+            message = _pop_first(inbox)
             if self._paused & PAUSE_QUEUE:
                 self._resume_reading_queue()
             return message
@@ -105,25 +145,35 @@ cdef class ProtocolCore:
 
     async def send(self, message):
         """ASGI ``send``; returns at once unless the transport is over its high-water mark."""
+        cdef Connection compiled
+        cdef dict fields
         kind = message["type"]
         if self._state == ACCEPTED:
             if kind == "websocket.send":
                 self._active = True
-                text = message.get("text")
+                compiled = self._compiled
+                fields = message if type(message) is dict else dict(message)
+                text = fields.get("text")
                 if text is not None:
-                    self._conn.send_text(text)
+                    if compiled is not None:
+                        compiled.send_text(text)
+                    else:
+                        self._connection.send_text(text)
                 else:
-                    data = message.get("bytes")
+                    data = fields.get("bytes")
                     if data is None:
                         raise RuntimeError("'websocket.send' needs 'bytes' or 'text'")
-                    self._conn.send_binary(data)
+                    if compiled is not None:
+                        compiled.send_binary(data)
+                    else:
+                        self._connection.send_binary(data)
                 if not self._dirty:  # _schedule_flush, inlined
                     self._dirty = True
                     self._flusher.add(self)
                 if self._write_paused:
                     await self._drain()
             elif kind == "websocket.close":
-                if self._conn.state == OPEN:
+                if self._connection.state == OPEN:
                     self._close(message.get("code") or 1000, message.get("reason") or "")
             else:
                 raise RuntimeError(
@@ -134,7 +184,7 @@ cdef class ProtocolCore:
         elif self._state == RESPONDING:
             self._send_response_body(kind, message)
         else:
-            conn = self._conn
+            conn = self._connection
             if kind != "websocket.close":
                 raise ConnectionClosed(conn.close_code, conn.close_reason or None)
 
@@ -153,10 +203,12 @@ cdef class ProtocolCore:
             self._flush()
 
     cpdef _flush(self, bint force=False):
+        cdef Connection compiled
         self._dirty = False
         if self._write_paused and not force:
             return  # resume_writing flushes; until then drop_oldest can still reach the frames
-        out = self._conn.data_to_send()
+        compiled = self._compiled
+        out = compiled.data_to_send() if compiled is not None else self._connection.data_to_send()
         if out:
             transport = self.transport
             if transport.is_closing():
@@ -173,10 +225,10 @@ cdef class ProtocolCore:
         transport = self.transport
         return (
             self._state == ACCEPTED
-            and self._conn.state == OPEN
+            and self._connection.state == OPEN
             and not self._dirty
             and not self._write_paused
-            and not self._conn.pending_bytes
+            and not self._connection.pending_bytes
             and not transport.get_write_buffer_size()
             and not transport.is_closing()
         )
@@ -188,7 +240,7 @@ cdef class ProtocolCore:
         message is not refused forever."""
         if self._state != ACCEPTED:
             self._check_writable()
-        conn = self._conn
+        conn = self._connection
         buffered = self.transport.get_write_buffer_size() + conn.pending_bytes
         if buffered and buffered + len(data) > self.outbound_limit:
             return False
